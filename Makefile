@@ -1,0 +1,56 @@
+# catalog-sync: keeps an Open edX LMS's course overviews in sync with the catalog.
+# `make help` lists the targets.
+
+PYTHON_BIN ?= python3.11
+VENV       := .venv
+PY         := $(VENV)/bin/python
+MANAGE     := $(PY) manage.py
+STAMP      := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test test-unit test-integration lint run web worker beat bench migrate clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BIN) >/dev/null || { echo "need $(PYTHON_BIN) on PATH"; exit 1; }
+	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv/ with the project and its test and dev tools (idempotent)
+
+migrate: install ## apply database migrations (DATABASE_URL, default a SQLite file under var/)
+	$(MANAGE) migrate --noinput
+
+demo: install ## the whole pipeline end to end on embedded defaults, with a summary
+	$(PY) scripts/demo.py
+
+test: install ## the whole suite; starts Redis if nothing answers on 127.0.0.1:6379
+	$(PY) scripts/services.py ensure
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install ## ruff
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check . || true
+
+web: migrate ## the web process alone (admin + API) on 127.0.0.1:8000
+	$(MANAGE) runserver 127.0.0.1:8000
+
+worker: migrate ## one Celery worker in the foreground
+	$(VENV)/bin/celery -A tasks worker --loglevel=INFO -Q catalog.refresh,catalog.sweep,celery
+
+beat: migrate ## Celery beat in the foreground
+	$(VENV)/bin/celery -A tasks beat --loglevel=INFO
+
+run: migrate ## web + worker + beat in the foreground (Ctrl-C stops all)
+	$(PY) scripts/run.py
+
+bench: install ## benchmarks: prints a table, writes bench/results/*.json
+	$(PY) scripts/services.py ensure
+	$(PY) bench/run.py
+
+clean: ## remove var/ (local database, embedded broker)
+	rm -rf var/

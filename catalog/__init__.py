@@ -1,0 +1,1 @@
+"""The catalog integration: client, mapping, sync core, runtime configuration, commands."""

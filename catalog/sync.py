@@ -1,0 +1,244 @@
+"""The sync core: given overviews, fetch their catalog runs in bulk, validate, compare, and write
+only what changed -- a constant number of SQL queries per page of courses, never per course.
+
+Rules (docs/architecture.md):
+- a CCX course takes its master course's catalog data; each master is fetched once per page;
+- a course the catalog does not know becomes ``catalog_status=missing``; its stored values stay;
+- a refused (malformed or hostile) record is counted and logged; its stored values stay;
+- an error never wipes stored data: a failed fetch raises before anything is written;
+- the sync never creates overviews: runs the LMS does not have are counted and ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from ccx_keys.locator import CCXLocator
+from django.db import transaction
+from django.utils import timezone
+from opaque_keys.edx.keys import CourseKey
+
+from catalog.errors import CatalogError
+from catalog.mapping import RefusedRecord, map_course_run
+from catalog.retry import backoff_delay
+from overviews.models import CATALOG_FIELDS, SYNC_FIELDS, CatalogStatus, CourseOverview
+
+log = logging.getLogger("catalog.sync")
+
+WRITE_FIELDS: tuple[str, ...] = CATALOG_FIELDS + SYNC_FIELDS
+# What the sync reads of an overview row (never the content fields).
+READ_FIELDS: tuple[str, ...] = ("id", *WRITE_FIELDS)
+
+
+class CatalogSource(Protocol):
+    """What the sync needs of a catalog client (``catalog.client.CatalogClient``)."""
+
+    requests_made: int
+
+    def get_course_runs(self, keys: Sequence[str]) -> dict[str, dict]: ...
+
+
+@dataclass
+class SyncCounters:
+    """Counters of one sync (a page, a refresh or a whole sweep); ``+=`` adds them up."""
+
+    seen: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    refused: int = 0
+    errored: int = 0
+    ignored: int = 0  # runs in a catalog answer that match no overview asked for
+    catalog_requests: int = 0
+
+    def __iadd__(self, other: SyncCounters) -> SyncCounters:
+        for name, value in asdict(other).items():
+            setattr(self, name, getattr(self, name) + value)
+        return self
+
+    def as_line(self) -> str:
+        return " ".join(f"{name}={value}" for name, value in asdict(self).items())
+
+
+@dataclass(frozen=True)
+class Change:
+    course_key: str
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass
+class PageResult:
+    counters: SyncCounters
+    changes: list[Change] = field(default_factory=list)
+
+
+def catalog_key_for(course_key: CourseKey) -> str:
+    """The key the catalog knows this course by: a CCX course's master, else itself."""
+    if isinstance(course_key, CCXLocator):
+        return str(course_key.to_course_locator())
+    return str(course_key)
+
+
+def _apply(overview: CourseOverview, values: dict[str, Any], changes: list[Change]) -> bool:
+    changed = False
+    for name, new in values.items():
+        old = getattr(overview, name)
+        if old != new:
+            changes.append(Change(str(overview.id), name, old, new))
+            setattr(overview, name, new)
+            changed = True
+    return changed
+
+
+def sync_overviews(
+    overviews: Sequence[CourseOverview],
+    client: CatalogSource,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+) -> PageResult:
+    """Bring these overviews up to date with the catalog, in one bulk fetch and one bulk write.
+
+    Raises ``CatalogError`` (typed, see ``catalog.errors``) when the fetch fails; nothing has
+    been written then.
+    """
+    result = PageResult(SyncCounters(seen=len(overviews)))
+    if not overviews:
+        return result
+    counters = result.counters
+    now = now or timezone.now()
+    wanted = {ov.id: catalog_key_for(ov.id) for ov in overviews}
+    requests_before = client.requests_made
+    try:
+        runs = client.get_course_runs(sorted(set(wanted.values())))
+    finally:
+        counters.catalog_requests += client.requests_made - requests_before
+    counters.ignored = len(set(runs) - set(wanted.values()))
+
+    mapped: dict[str, dict[str, Any] | RefusedRecord] = {}
+    for catalog_key in set(wanted.values()) & set(runs):
+        try:
+            mapped[catalog_key] = map_course_run(runs[catalog_key])
+        except RefusedRecord as exc:
+            mapped[catalog_key] = exc
+            log.warning("catalog sync: refused catalog record %s: %s", catalog_key, exc)
+
+    to_write: list[CourseOverview] = []
+    for overview in overviews:
+        values = mapped.get(wanted[overview.id])
+        if values is None:
+            counters.missing += 1
+            meta = {"catalog_status": CatalogStatus.MISSING, "catalog_error": ""}
+        elif isinstance(values, RefusedRecord):
+            counters.refused += 1
+            meta = {"catalog_status": CatalogStatus.ERROR, "catalog_error": f"catalog record refused: {values}"}
+        else:
+            meta = {"catalog_status": CatalogStatus.OK, "catalog_error": ""}
+            meta.update(values)
+        if _apply(overview, meta, result.changes):
+            overview.catalog_synced_at = now
+            to_write.append(overview)
+            if values is not None and not isinstance(values, RefusedRecord):
+                counters.updated += 1
+        elif values is not None and not isinstance(values, RefusedRecord):
+            counters.unchanged += 1
+
+    if to_write and not dry_run:
+        CourseOverview.objects.bulk_update(to_write, WRITE_FIELDS)
+    return result
+
+
+def record_error(overviews: Sequence[CourseOverview], message: str, *, now: datetime | None = None) -> None:
+    """Mark these overviews as failed with ``message``; their catalog-owned values are kept."""
+    now = now or timezone.now()
+    for overview in overviews:
+        overview.catalog_status = CatalogStatus.ERROR
+        overview.catalog_error = message[:2000]
+    CourseOverview.objects.bulk_update(list(overviews), ("catalog_status", "catalog_error"))
+
+
+def overview_pages(
+    page_size: int, *, after: str | None = None, keys: Sequence[CourseKey] | None = None
+) -> Iterator[list[CourseOverview]]:
+    """Our own overviews in keyset order (by primary key), ``page_size`` rows a query.
+
+    Keyset pagination never skips or repeats a row when rows are added or removed meanwhile, and
+    each page costs one indexed query however deep into the table it is.
+    """
+    if page_size < 1:
+        raise ValueError("page_size must be at least 1")
+    last: Any = after
+    while True:
+        qs = CourseOverview.objects.only(*READ_FIELDS).order_by("id")
+        if keys is not None:
+            qs = qs.filter(id__in=keys)
+        if last is not None:
+            qs = qs.filter(id__gt=last)
+        page = list(qs[:page_size])
+        if not page:
+            return
+        yield page
+        if len(page) < page_size:
+            return
+        last = page[-1].id
+
+
+@dataclass
+class SweepResult:
+    counters: SyncCounters
+    completed: bool
+    error: str = ""
+    pages: int = 0
+    retries: int = 0
+    changes: list[Change] = field(default_factory=list)
+
+
+def sweep(
+    client: CatalogSource,
+    *,
+    page_size: int,
+    dry_run: bool = False,
+    attempts: int = 5,
+    sleep: Callable[[float], None] | None = None,
+    backoff: Callable[[int, BaseException], float] | None = None,
+    on_page: Callable[[PageResult], None] | None = None,
+    keys: Sequence[CourseKey] | None = None,
+) -> SweepResult:
+    """Synchronous full resync, page by page. A page that keeps failing stops the sweep (the
+    catalog is most likely down); what earlier pages wrote stays."""
+    sleep = sleep or time.sleep
+    backoff = backoff or (lambda attempt, exc: backoff_delay(attempt, exc=exc))
+    total = SweepResult(SyncCounters(), completed=False)
+    for page in overview_pages(page_size, keys=keys):
+        for attempt in range(attempts):
+            try:
+                with transaction.atomic():
+                    page_result = sync_overviews(page, client, dry_run=dry_run)
+                break
+            except CatalogError as exc:
+                if not exc.retryable or attempt + 1 >= attempts:
+                    total.error = (
+                        f"page after {page[0].id} failed after {attempt + 1} attempt(s): "
+                        f"{type(exc).__name__}: {exc}"
+                    )
+                    log.error("catalog sync: sweep stopped: %s", total.error)
+                    return total
+                total.retries += 1
+                delay = backoff(attempt, exc)
+                log.warning("catalog sync: page after %s: %s; retrying in %.1fs", page[0].id, exc, delay)
+                sleep(delay)
+        total.pages += 1
+        total.counters += page_result.counters
+        if dry_run:
+            total.changes.extend(page_result.changes)
+        if on_page:
+            on_page(page_result)
+    total.completed = True
+    return total

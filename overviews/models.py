@@ -1,0 +1,74 @@
+"""The course overview row: content fields (written by publishes and imports), catalog-owned
+fields (written only by the catalog sync) and sync metadata."""
+
+from __future__ import annotations
+
+from django.db import models
+from opaque_keys.edx.django.models import CourseKeyField
+
+# Fields a publish or an import may write. Nothing else is taken from a publish.
+CONTENT_FIELDS: tuple[str, ...] = (
+    "display_name",
+    "org",
+    "number",
+    "run",
+    "start",
+    "end",
+    "self_paced",
+    "short_description",
+    "course_image_url",
+    "enrollment_start",
+    "enrollment_end",
+    "invitation_only",
+)
+
+# Fields only the catalog sync writes (see catalog.mapping.FIELD_TABLE).
+CATALOG_FIELDS: tuple[str, ...] = ("marketing_url", "eligible_for_financial_aid", "language")
+
+SYNC_FIELDS: tuple[str, ...] = ("catalog_synced_at", "catalog_status", "catalog_error")
+
+
+class CatalogStatus(models.TextChoices):
+    NEVER = "never", "never synced"
+    OK = "ok", "ok"
+    MISSING = "missing", "not in the catalog"
+    ERROR = "error", "error"
+
+
+class CourseOverview(models.Model):
+    id = CourseKeyField(max_length=255, primary_key=True)
+
+    # Content fields (publish / import).
+    display_name = models.TextField(blank=True, default="")
+    org = models.CharField(max_length=255, blank=True, default="")
+    number = models.CharField(max_length=255, blank=True, default="")
+    run = models.CharField(max_length=255, blank=True, default="")
+    start = models.DateTimeField(null=True, blank=True)
+    end = models.DateTimeField(null=True, blank=True)
+    self_paced = models.BooleanField(default=False)
+    short_description = models.TextField(blank=True, default="")
+    course_image_url = models.TextField(blank=True, default="")
+    enrollment_start = models.DateTimeField(null=True, blank=True)
+    enrollment_end = models.DateTimeField(null=True, blank=True)
+    invitation_only = models.BooleanField(default=False)
+
+    # Catalog-owned fields: written only by the catalog sync, never by a publish.
+    marketing_url = models.URLField(max_length=500, null=True, blank=True)
+    eligible_for_financial_aid = models.BooleanField(default=True)
+    language = models.CharField(max_length=16, null=True, blank=True)
+
+    # Sync metadata.
+    catalog_synced_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    catalog_status = models.CharField(
+        max_length=8, choices=CatalogStatus.choices, default=CatalogStatus.NEVER, db_index=True
+    )
+    catalog_error = models.TextField(blank=True, default="")
+
+    created = models.DateTimeField(auto_now_add=True)
+    modified = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "course overview"
+
+    def __str__(self) -> str:
+        return str(self.id)

