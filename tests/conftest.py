@@ -32,3 +32,16 @@ def catalog_settings(settings):
     settings.CATALOG_CLIENT_ID = "cid"
     settings.CATALOG_CLIENT_SECRET = "s3cr3t-value"
     return settings
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    """Configuration rows are cached (config_models' TieredCache): no test sees another's."""
+    from django.core.cache import cache
+    from edx_django_utils.cache import RequestCache
+
+    cache.clear()
+    RequestCache.clear_all_namespaces()
+    yield
+    cache.clear()
+    RequestCache.clear_all_namespaces()

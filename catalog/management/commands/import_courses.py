@@ -13,6 +13,7 @@ BATCH = 1000
 
 
 class Command(BaseCommand):
+    stealth_options = ("stdin",)  # tests pass a stream in place of the process's stdin
     help = (
         "Create or update overviews in place from JSON Lines (PATH, or - for stdin). Catalog-owned "
         "fields are never touched. The whole file is validated before anything is written."
@@ -23,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--publish", action="store_true", help="also fire the publish signal for each")
 
     def handle(self, *args, **options):
-        records = self._read(options["path"])
+        records = self._read(options["path"], options.get("stdin") or sys.stdin)
         created = updated = 0
         with transaction.atomic():
             for start in range(0, len(records), BATCH):
@@ -49,8 +50,8 @@ class Command(BaseCommand):
                 course_published.send(sender=self.__class__, course_key=key, **content)
         self.stdout.write(f"imported {len(records)} course(s): created={created} updated={updated}")
 
-    def _read(self, path):
-        stream = sys.stdin if path == "-" else None
+    def _read(self, path, stdin):
+        stream = stdin if path == "-" else None
         try:
             stream = stream or open(path, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
