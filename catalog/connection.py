@@ -7,27 +7,47 @@ from django.core.exceptions import ImproperlyConfigured
 
 from catalog.client import CatalogClient, ClientConfig
 from catalog.models import CatalogIntegration
+from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
 
 _REQUIRED = ("CATALOG_API_URL", "CATALOG_OAUTH_URL", "CATALOG_CLIENT_ID", "CATALOG_CLIENT_SECRET")
 
 
-def client_config(config: CatalogIntegration | None = None) -> ClientConfig:
+def client_config(
+    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+) -> ClientConfig:
+    """The client's configuration. ``timeout_budget`` caps connect + read timeouts (seconds), so
+    that a task's worst-case HTTP attempts fit inside its soft time limit."""
     config = config or CatalogIntegration.current()
     missing = [name for name in _REQUIRED if not getattr(settings, name, None)]
     if missing:
         raise ImproperlyConfigured(
             "the catalog connection is not configured: set " + ", ".join(missing) + " in the environment"
         )
+    connect, read = config.connect_timeout, config.read_timeout
+    if timeout_budget is not None and connect + read > timeout_budget:
+        connect = min(connect, timeout_budget / 3)
+        read = timeout_budget - connect
     return ClientConfig(
         api_url=settings.CATALOG_API_URL,
         oauth_url=settings.CATALOG_OAUTH_URL,
         client_id=settings.CATALOG_CLIENT_ID,
         client_secret=settings.CATALOG_CLIENT_SECRET,
-        connect_timeout=config.connect_timeout,
-        read_timeout=config.read_timeout,
+        connect_timeout=connect,
+        read_timeout=read,
         max_url_length=config.max_url_length,
     )
 
 
-def build_client(config: CatalogIntegration | None = None) -> CatalogClient:
-    return CatalogClient(client_config(config))
+class CatalogCallsDisabled(RuntimeError):
+    """The kill switch is on (``catalog.switches.DISABLE_CATALOG_CALLS``)."""
+
+
+def build_client(
+    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+) -> CatalogClient:
+    """A client for the configured catalog; refuses while the kill switch is on."""
+    if catalog_calls_disabled():
+        raise CatalogCallsDisabled(
+            f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
+        )
+    return CatalogClient(client_config(config, timeout_budget=timeout_budget))

@@ -120,7 +120,10 @@ def sync_overviews(
         runs = client.get_course_runs(sorted(set(wanted.values())))
     finally:
         counters.catalog_requests += client.requests_made - requests_before
-    counters.ignored = len(set(runs) - set(wanted.values()))
+    # The catalog matches keys without regard to case and answers with its own spelling.
+    by_lower = {key.lower(): run for key, run in runs.items()}
+    runs = {key: run for key in set(wanted.values()) if (run := runs.get(key) or by_lower.get(key.lower()))}
+    counters.ignored = len(by_lower) - len(runs)
 
     mapped: dict[str, dict[str, Any] | RefusedRecord] = {}
     for catalog_key in set(wanted.values()) & set(runs):
@@ -138,7 +141,10 @@ def sync_overviews(
             meta = {"catalog_status": CatalogStatus.MISSING, "catalog_error": ""}
         elif isinstance(values, RefusedRecord):
             counters.refused += 1
-            meta = {"catalog_status": CatalogStatus.ERROR, "catalog_error": f"catalog record refused: {values}"}
+            meta = {
+                "catalog_status": CatalogStatus.ERROR,
+                "catalog_error": f"catalog record refused: {values}",
+            }
         else:
             meta = {"catalog_status": CatalogStatus.OK, "catalog_error": ""}
             meta.update(values)

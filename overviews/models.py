@@ -53,9 +53,10 @@ class CourseOverview(models.Model):
     invitation_only = models.BooleanField(default=False)
 
     # Catalog-owned fields: written only by the catalog sync, never by a publish.
-    marketing_url = models.URLField(max_length=500, null=True, blank=True)
+    # NULL is the catalog's own value ("not marketable"), kept distinct from "never synced".
+    marketing_url = models.URLField(max_length=500, null=True, blank=True)  # noqa: DJ001
     eligible_for_financial_aid = models.BooleanField(default=True)
-    language = models.CharField(max_length=16, null=True, blank=True)
+    language = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
 
     # Sync metadata.
     catalog_synced_at = models.DateTimeField(null=True, blank=True, db_index=True)

@@ -44,8 +44,23 @@ def ensure_redis() -> None:
         _install_redis()
     print(f"starting redis-server on {REDIS_HOST}:{REDIS_PORT}", flush=True)
     subprocess.run(
-        ["redis-server", "--daemonize", "yes", "--bind", REDIS_HOST, "--port", str(REDIS_PORT),
-         "--save", "", "--appendonly", "no", "--dir", "/tmp", "--logfile", "/tmp/catalog-sync-redis.log"],
+        [
+            "redis-server",
+            "--daemonize",
+            "yes",
+            "--bind",
+            REDIS_HOST,
+            "--port",
+            str(REDIS_PORT),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            "/tmp",
+            "--logfile",
+            "/tmp/catalog-sync-redis.log",
+        ],
         check=True,
     )
     for _ in range(50):

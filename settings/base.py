@@ -11,7 +11,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from settings.env import env_bool, env_int, env_list, env_str
+from settings.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CATALOG_SYNC_VAR_DIR", str(BASE_DIR / "var")))
@@ -85,13 +85,19 @@ LANGUAGE_CODE = "en-us"
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-# Cache: locmem on a laptop; Redis in production (shared by web and workers, used by the
-# config models' cache and the publish coalescing markers).
+# Cache: shared by web, workers and beat (configuration rows, publish coalescing markers, the
+# fleet-wide throttle). Redis in production (CACHE_URL=redis://...); on a laptop Django's database
+# cache, which every process shares through the database (`manage.py createcachetable`).
 CACHE_URL = env_str("CACHE_URL")
 if CACHE_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 else:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+            "LOCATION": "catalog_sync_cache",
+        }
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -108,6 +114,8 @@ CATALOG_API_URL = env_str("CATALOG_API_URL")
 CATALOG_OAUTH_URL = env_str("CATALOG_OAUTH_URL")
 CATALOG_CLIENT_ID = env_str("CATALOG_CLIENT_ID")
 CATALOG_CLIENT_SECRET = env_str("CATALOG_CLIENT_SECRET")
+# Publishes of one course within this many seconds cost one catalog fetch.
+CATALOG_PUBLISH_COALESCE_WINDOW = env_float("CATALOG_PUBLISH_COALESCE_WINDOW", 2.0)
 # TLS verification is always on; a private CA is trusted with requests' REQUESTS_CA_BUNDLE.
 
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------

@@ -33,6 +33,16 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from exc
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from exc
+
+
 def env_list(name: str, default: list[str]) -> list[str]:
     value = os.environ.get(name)
     if not value:
@@ -45,6 +55,7 @@ def env_required(name: str, *, forbidden: tuple[str, ...] = ()) -> str:
     value = os.environ.get(name, "")
     if not value or value in forbidden:
         raise ImproperlyConfigured(
-            f"{name} is not set (or is a development default); settings.production refuses to start without it"
+            f"{name} is not set (or is a development default); "
+            "settings.production refuses to start without it"
         )
     return value

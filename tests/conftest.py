@@ -3,11 +3,11 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings as hypothesis_settings
 
+from catalog.client import CatalogClient, ClientConfig
+
 # A shared 2-core machine: wall-clock deadlines would make property tests flaky, not stricter.
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=100)
 hypothesis_settings.load_profile("ci")
-
-from catalog.client import CatalogClient, ClientConfig
 
 API = "https://catalog.test/api/v1/"
 OAUTH = "https://lms.test/oauth2/access_token"

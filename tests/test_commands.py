@@ -38,17 +38,36 @@ def _write(tmp_path, lines):
 
 
 def test_import_creates_and_updates_in_place_without_touching_catalog_fields(tmp_path):
-    CourseOverviewFactory(id=CourseKey.from_string("course-v1:A+B+C"), display_name="old",
-                          marketing_url="https://keep.example/x", catalog_status=CatalogStatus.OK)
-    path = _write(tmp_path, [
-        json.dumps({"id": "course-v1:A+B+C", "display_name": "new", "marketing_url": "https://evil.example/"}),
-        json.dumps({"id": "Old/Style/Run", "display_name": "old style", "start": "2025-01-01T00:00:00Z",
-                    "self_paced": True}),
-    ])
+    CourseOverviewFactory(
+        id=CourseKey.from_string("course-v1:A+B+C"),
+        display_name="old",
+        marketing_url="https://keep.example/x",
+        catalog_status=CatalogStatus.OK,
+    )
+    path = _write(
+        tmp_path,
+        [
+            json.dumps(
+                {"id": "course-v1:A+B+C", "display_name": "new", "marketing_url": "https://evil.example/"}
+            ),
+            json.dumps(
+                {
+                    "id": "Old/Style/Run",
+                    "display_name": "old style",
+                    "start": "2025-01-01T00:00:00Z",
+                    "self_paced": True,
+                }
+            ),
+        ],
+    )
     out, _ = run("import_courses", path)
     assert "created=1 updated=1" in out
     row = CourseOverview.objects.get(id="course-v1:A+B+C")
-    assert (row.display_name, row.marketing_url, row.catalog_status) == ("new", "https://keep.example/x", "ok")
+    assert (row.display_name, row.marketing_url, row.catalog_status) == (
+        "new",
+        "https://keep.example/x",
+        "ok",
+    )
     old = CourseOverview.objects.get(id="Old/Style/Run")
     assert old.self_paced and old.start.year == 2025
 
@@ -71,7 +90,7 @@ def test_import_refuses_a_malformed_line_with_exit_2_and_writes_nothing(tmp_path
 
 
 def test_import_reads_stdin():
-    out, _ = run("import_courses", "-", stdin=io.StringIO('{"id": "course-v1:A+B+C"}\n'))
+    run("import_courses", "-", stdin=io.StringIO('{"id": "course-v1:A+B+C"}\n'))
     assert CourseOverview.objects.filter(id="course-v1:A+B+C").exists()
 
 
@@ -165,7 +184,16 @@ def test_dump_overviews_prints_json_lines_with_every_documented_field():
     CourseOverviewFactory(marketing_url="https://d.example/x")
     out, _ = run("dump_overviews")
     record = json.loads(out.splitlines()[0])
-    for name in ("id", "display_name", "start", "marketing_url", "eligible_for_financial_aid", "language",
-                 "catalog_synced_at", "catalog_status", "catalog_error"):
+    for name in (
+        "id",
+        "display_name",
+        "start",
+        "marketing_url",
+        "eligible_for_financial_aid",
+        "language",
+        "catalog_synced_at",
+        "catalog_status",
+        "catalog_error",
+    ):
         assert name in record
     assert record["marketing_url"] == "https://d.example/x"

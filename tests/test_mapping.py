@@ -9,8 +9,12 @@ from tests.factories import catalog_run
 
 
 def test_maps_every_field_in_the_table():
-    run = catalog_run("course-v1:A+B+C", marketing_url="https://x.example/c", content_language="fr",
-                      eligible_for_financial_aid=False)
+    run = catalog_run(
+        "course-v1:A+B+C",
+        marketing_url="https://x.example/c",
+        content_language="fr",
+        eligible_for_financial_aid=False,
+    )
     assert map_course_run(run) == {
         "marketing_url": "https://x.example/c",
         "eligible_for_financial_aid": False,
@@ -32,7 +36,7 @@ def test_null_marketing_url_and_language_are_kept_as_null():
         ({"marketing_url": 42}, "string or null"),
         ({"marketing_url": "/relative/path"}, "absolute http"),
         ({"marketing_url": "https://x.example/a b"}, "whitespace"),
-        ({"marketing_url": "https://x.example/\"><script>"}, "quote"),
+        ({"marketing_url": 'https://x.example/"><script>'}, "quote"),
         ({"eligible_for_financial_aid": "yes"}, "boolean"),
         ({"eligible_for_financial_aid": None}, "boolean"),
         ({"content_language": ["en"]}, "string or null"),
@@ -53,9 +57,18 @@ def test_missing_field_or_non_object_is_refused():
         map_course_run(["not", "a", "dict"])
 
 
-@given(st.dictionaries(st.sampled_from(["marketing_url", "eligible_for_financial_aid", "content_language"]),
-                       st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=600),
-                                 st.lists(st.integers(), max_size=2))))
+@given(
+    st.dictionaries(
+        st.sampled_from(["marketing_url", "eligible_for_financial_aid", "content_language"]),
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(),
+            st.text(max_size=600),
+            st.lists(st.integers(), max_size=2),
+        ),
+    )
+)
 def test_any_input_maps_to_valid_values_or_is_refused(record):
     try:
         values = map_course_run(record)

@@ -30,7 +30,9 @@ def _page():
 def test_sync_writes_catalog_fields_then_a_second_run_writes_nothing(wire, catalog_client):
     overviews = CourseOverviewFactory.create_batch(3)
     for ov in overviews:
-        wire.add(catalog_run(str(ov.id), marketing_url=f"https://m.example/{ov.number}", content_language="es"))
+        wire.add(
+            catalog_run(str(ov.id), marketing_url=f"https://m.example/{ov.number}", content_language="es")
+        )
 
     first = sync_overviews(_page(), catalog_client).counters
     assert (first.seen, first.updated, first.unchanged) == (3, 3, 0)
@@ -103,7 +105,9 @@ def test_dry_run_reports_changes_and_writes_nothing(wire, catalog_client):
     ov = CourseOverviewFactory()
     wire.add(catalog_run(str(ov.id), marketing_url="https://new.example/x"))
     result = sync_overviews(_page(), catalog_client, dry_run=True)
-    assert ("marketing_url", None, "https://new.example/x") in [(c.field, c.old, c.new) for c in result.changes]
+    assert ("marketing_url", None, "https://new.example/x") in [
+        (c.field, c.old, c.new) for c in result.changes
+    ]
     ov.refresh_from_db()
     assert ov.marketing_url is None and ov.catalog_status == CatalogStatus.NEVER
 
@@ -118,8 +122,10 @@ def test_overview_pages_keyset_walk_never_skips_or_repeats_when_rows_are_added()
             CourseOverviewFactory(id=CourseKey.from_string("course-v1:ZZZ+last+1"))
     assert len(seen) == len(set(seen))
     assert "course-v1:ZZZ+last+1" in seen
-    assert set(seen) >= {str(k) for k in CourseOverview.objects.exclude(id="course-v1:AAA+first+1")
-                         .values_list("id", flat=True)}
+    assert set(seen) >= {
+        str(k)
+        for k in CourseOverview.objects.exclude(id="course-v1:AAA+first+1").values_list("id", flat=True)
+    }
 
 
 @pytest.mark.parametrize("courses", [60, 240])

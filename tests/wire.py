@@ -22,10 +22,15 @@ class WireCatalog:
         self.requested_keys: Counter[str] = Counter()
         self.list_requests = 0
         self.before_list: Callable[[WireCatalog], tuple[int, dict, str] | None] | None = None
-        rsps.add(responses.POST, OAUTH, json={"access_token": "tok", "expires_in": 36000, "token_type": "JWT"})
-        rsps.add_callback(responses.GET, re.compile(re.escape(API) + r"course_runs/\?.*"), callback=self._list)
-        rsps.add_callback(responses.GET, re.compile(re.escape(API) + r"course_runs/[^?]+/.*"),
-                          callback=self._detail)
+        rsps.add(
+            responses.POST, OAUTH, json={"access_token": "tok", "expires_in": 36000, "token_type": "JWT"}
+        )
+        rsps.add_callback(
+            responses.GET, re.compile(re.escape(API) + r"course_runs/\?.*"), callback=self._list
+        )
+        rsps.add_callback(
+            responses.GET, re.compile(re.escape(API) + r"course_runs/[^?]+/.*"), callback=self._detail
+        )
 
     def add(self, *runs: dict) -> None:
         for run in runs:
@@ -48,4 +53,8 @@ class WireCatalog:
         key = unquote(urlsplit(request.url).path.rstrip("/").rsplit("/", 1)[-1])
         if key in self.runs:
             return 200, {"Content-Type": "application/json"}, json.dumps(self.runs[key])
-        return 404, {"Content-Type": "application/json"}, json.dumps({"detail": "No CourseRun matches the given query."})
+        return (
+            404,
+            {"Content-Type": "application/json"},
+            json.dumps({"detail": "No CourseRun matches the given query."}),
+        )

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,22 +15,77 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='CatalogIntegration',
+            name="CatalogIntegration",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('change_date', models.DateTimeField(auto_now_add=True, verbose_name='Change date')),
-                ('enabled', models.BooleanField(default=False, verbose_name='Enabled')),
-                ('page_size', models.PositiveIntegerField(default=100, help_text='Courses per catalog request in a sweep (overridable per run with --page-size).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(2000)])),
-                ('connect_timeout', models.FloatField(default=3.05, help_text='Seconds to connect to the catalog.', validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('read_timeout', models.FloatField(default=15.0, help_text='Seconds to wait for a catalog answer.', validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('max_url_length', models.PositiveIntegerField(default=4096, help_text='Bulk requests by key are split so that no URL is longer than this.', validators=[django.core.validators.MinValueValidator(512)])),
-                ('page_attempts', models.PositiveIntegerField(default=5, help_text='Attempts per page in a synchronous sweep before the sweep stops (exit 1).', validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(20)])),
-                ('changed_by', models.ForeignKey(editable=False, null=True, on_delete=django.db.models.deletion.PROTECT, to=settings.AUTH_USER_MODEL, verbose_name='Changed by')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("change_date", models.DateTimeField(auto_now_add=True, verbose_name="Change date")),
+                ("enabled", models.BooleanField(default=False, verbose_name="Enabled")),
+                (
+                    "page_size",
+                    models.PositiveIntegerField(
+                        default=100,
+                        help_text="Courses per catalog request in a sweep (overridable per run with --page-size).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(2000),
+                        ],
+                    ),
+                ),
+                (
+                    "connect_timeout",
+                    models.FloatField(
+                        default=3.05,
+                        help_text="Seconds to connect to the catalog.",
+                        validators=[django.core.validators.MinValueValidator(0.1)],
+                    ),
+                ),
+                (
+                    "read_timeout",
+                    models.FloatField(
+                        default=15.0,
+                        help_text="Seconds to wait for a catalog answer.",
+                        validators=[django.core.validators.MinValueValidator(0.1)],
+                    ),
+                ),
+                (
+                    "max_url_length",
+                    models.PositiveIntegerField(
+                        default=4096,
+                        help_text="Bulk requests by key are split so that no URL is longer than this.",
+                        validators=[django.core.validators.MinValueValidator(512)],
+                    ),
+                ),
+                (
+                    "page_attempts",
+                    models.PositiveIntegerField(
+                        default=5,
+                        help_text="Attempts per page in a synchronous sweep before the sweep stops (exit 1).",
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(20),
+                        ],
+                    ),
+                ),
+                (
+                    "changed_by",
+                    models.ForeignKey(
+                        editable=False,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        to=settings.AUTH_USER_MODEL,
+                        verbose_name="Changed by",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'catalog integration configuration',
-                'ordering': ('-change_date',),
-                'abstract': False,
+                "verbose_name": "catalog integration configuration",
+                "ordering": ("-change_date",),
+                "abstract": False,
             },
         ),
     ]

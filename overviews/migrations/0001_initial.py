@@ -5,40 +5,56 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='CourseOverview',
+            name="CourseOverview",
             fields=[
-                ('id', opaque_keys.edx.django.models.CourseKeyField(max_length=255, primary_key=True, serialize=False)),
-                ('display_name', models.TextField(blank=True, default='')),
-                ('org', models.CharField(blank=True, default='', max_length=255)),
-                ('number', models.CharField(blank=True, default='', max_length=255)),
-                ('run', models.CharField(blank=True, default='', max_length=255)),
-                ('start', models.DateTimeField(blank=True, null=True)),
-                ('end', models.DateTimeField(blank=True, null=True)),
-                ('self_paced', models.BooleanField(default=False)),
-                ('short_description', models.TextField(blank=True, default='')),
-                ('course_image_url', models.TextField(blank=True, default='')),
-                ('enrollment_start', models.DateTimeField(blank=True, null=True)),
-                ('enrollment_end', models.DateTimeField(blank=True, null=True)),
-                ('invitation_only', models.BooleanField(default=False)),
-                ('marketing_url', models.URLField(blank=True, max_length=500, null=True)),
-                ('eligible_for_financial_aid', models.BooleanField(default=True)),
-                ('language', models.CharField(blank=True, max_length=16, null=True)),
-                ('catalog_synced_at', models.DateTimeField(blank=True, db_index=True, null=True)),
-                ('catalog_status', models.CharField(choices=[('never', 'never synced'), ('ok', 'ok'), ('missing', 'not in the catalog'), ('error', 'error')], db_index=True, default='never', max_length=8)),
-                ('catalog_error', models.TextField(blank=True, default='')),
-                ('created', models.DateTimeField(auto_now_add=True)),
-                ('modified', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    opaque_keys.edx.django.models.CourseKeyField(
+                        max_length=255, primary_key=True, serialize=False
+                    ),
+                ),
+                ("display_name", models.TextField(blank=True, default="")),
+                ("org", models.CharField(blank=True, default="", max_length=255)),
+                ("number", models.CharField(blank=True, default="", max_length=255)),
+                ("run", models.CharField(blank=True, default="", max_length=255)),
+                ("start", models.DateTimeField(blank=True, null=True)),
+                ("end", models.DateTimeField(blank=True, null=True)),
+                ("self_paced", models.BooleanField(default=False)),
+                ("short_description", models.TextField(blank=True, default="")),
+                ("course_image_url", models.TextField(blank=True, default="")),
+                ("enrollment_start", models.DateTimeField(blank=True, null=True)),
+                ("enrollment_end", models.DateTimeField(blank=True, null=True)),
+                ("invitation_only", models.BooleanField(default=False)),
+                ("marketing_url", models.URLField(blank=True, max_length=500, null=True)),
+                ("eligible_for_financial_aid", models.BooleanField(default=True)),
+                ("language", models.CharField(blank=True, max_length=16, null=True)),
+                ("catalog_synced_at", models.DateTimeField(blank=True, db_index=True, null=True)),
+                (
+                    "catalog_status",
+                    models.CharField(
+                        choices=[
+                            ("never", "never synced"),
+                            ("ok", "ok"),
+                            ("missing", "not in the catalog"),
+                            ("error", "error"),
+                        ],
+                        db_index=True,
+                        default="never",
+                        max_length=8,
+                    ),
+                ),
+                ("catalog_error", models.TextField(blank=True, default="")),
+                ("created", models.DateTimeField(auto_now_add=True)),
+                ("modified", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'verbose_name': 'course overview',
+                "verbose_name": "course overview",
             },
         ),
     ]

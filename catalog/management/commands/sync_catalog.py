@@ -19,7 +19,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--page-size", type=int, help="courses per catalog request (default: admin config)")
+        parser.add_argument(
+            "--page-size", type=int, help="courses per catalog request (default: admin config)"
+        )
         parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar; one summary line")
 
@@ -47,7 +49,9 @@ class Command(BaseCommand):
         bar.close()
         if options["dry_run"]:
             for change in result.changes:
-                self.stdout.write(f"would change {change.course_key} {change.field}: {change.old!r} -> {change.new!r}")
+                self.stdout.write(
+                    f"would change {change.course_key} {change.field}: {change.old!r} -> {change.new!r}"
+                )
         status = "complete" if result.completed else "INCOMPLETE"
         self.stdout.write(
             f"sync_catalog {status}{' (dry run)' if options['dry_run'] else ''}: {result.counters.as_line()} "

@@ -1,0 +1,661 @@
+"""HTTP client of the catalog service (course-discovery): auth, timeouts, pagination, typed errors.
+
+No Django here: the configuration is passed in (see ``catalog.connection``). The client never retries
+by itself (no urllib3 retries either) except once after a 401, with a fresh token: retrying is the
+caller's job, with ``catalog.errors.is_retryable`` as the rule.
+
+A client holds a connection pool and a cached token; build one per process (not before a fork) and
+do not share one between threads.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3
+from requests.adapters import HTTPAdapter
+
+from catalog.errors import (
+    DEFAULT_THROTTLE_RETRY_AFTER,
+    CatalogConnectionError,
+    CatalogMalformedResponse,
+    CatalogPermanentError,
+    CatalogServerError,
+    CatalogThrottled,
+    CatalogTimeout,
+)
+
+__all__ = ["CatalogClient", "ClientConfig", "parse_retry_after", "redact_url"]
+
+logger = logging.getLogger("catalog.client")
+
+POOL_MAXSIZE = 10
+# Query parameters whose value never goes into a message, a log line or an error's ``url``.
+_SECRET_PARAMS = frozenset({"access_token", "client_secret", "jwt", "password", "secret", "token"})
+# Page-number mode is chosen by sending ``page``; these would switch mode or fight our own paging.
+_RESERVED_PARAMS = frozenset({"limit", "offset", "page", "page_size"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_MESSAGE_URL_LENGTH = 160
+_DETAIL_LENGTH = 200
+
+
+@dataclass(frozen=True, repr=False)
+class ClientConfig:
+    """Where the catalog is and how to talk to it. ``api_url`` is normalised to a trailing slash."""
+
+    api_url: str
+    oauth_url: str
+    client_id: str
+    client_secret: str
+    connect_timeout: float = 3.05
+    read_timeout: float = 10.0
+    max_url_length: int = 4096
+    token_refresh_margin: float = 60.0
+    verify_tls: bool = True
+    user_agent: str = "catalog-sync/0.1"
+
+    def __post_init__(self) -> None:
+        for name in ("api_url", "oauth_url"):
+            parts = urlsplit(getattr(self, name) or "")
+            if parts.scheme not in _DEFAULT_PORTS or not parts.hostname:
+                raise ValueError(f"ClientConfig.{name} must be an absolute http(s) URL")
+        if not self.api_url.endswith("/"):
+            object.__setattr__(self, "api_url", self.api_url + "/")
+        if not self.client_id or not self.client_secret:
+            raise ValueError("ClientConfig needs a client_id and a client_secret")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise ValueError("ClientConfig timeouts must be positive")
+        if self.token_refresh_margin < 0:
+            raise ValueError("ClientConfig.token_refresh_margin must not be negative")
+        if self.max_url_length <= len(self.api_url) + 64:
+            raise ValueError("ClientConfig.max_url_length is too small for api_url")
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientConfig(api_url={redact_url(self.api_url)!r}, oauth_url={redact_url(self.oauth_url)!r}, "
+            f"client_id={self.client_id!r}, client_secret='***', connect_timeout={self.connect_timeout!r}, "
+            f"read_timeout={self.read_timeout!r}, max_url_length={self.max_url_length!r}, "
+            f"token_refresh_margin={self.token_refresh_margin!r}, verify_tls={self.verify_tls!r}, "
+            f"user_agent={self.user_agent!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def timeout(self) -> tuple[float, float]:
+        """The ``(connect, read)`` pair passed on every request."""
+        return (self.connect_timeout, self.read_timeout)
+
+
+class CatalogClient:
+    """Reads course runs from the catalog. Counters: ``requests_made`` (API requests, token requests
+    excluded), ``tokens_fetched``, ``refused_records`` (results skipped for lacking a string key)."""
+
+    def __init__(
+        self,
+        config: ClientConfig,
+        session: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._owns_session = session is None
+        self.session = session if session is not None else self._build_session(config)
+        self._origin = _origin(config.api_url)
+        self._token: str | None = None
+        self._token_expires_at = 0.0
+        self._dropped_token: str | None = None  # kept only to scrub it from error details
+        self._token_lock = threading.Lock()
+        self.requests_made = 0
+        self.tokens_fetched = 0
+        self.refused_records = 0
+
+    def __repr__(self) -> str:
+        return f"CatalogClient(api_url={redact_url(self.config.api_url)!r})"
+
+    def __enter__(self) -> CatalogClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool (a session passed in belongs to the caller and stays open)."""
+        if self._owns_session:
+            self.session.close()
+
+    @staticmethod
+    def _build_session(config: ClientConfig) -> requests.Session:
+        session = requests.Session()
+        # max_retries=0: urllib3 never retries on its own; the caller decides, with backoff.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=POOL_MAXSIZE, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.verify = config.verify_tls
+        session.headers["User-Agent"] = config.user_agent
+        session.headers["Accept"] = "application/json"
+        return session
+
+    # -- public API -------------------------------------------------------------------------------
+
+    def get_course_run(self, key: str) -> dict[str, Any] | None:
+        """One run by key, or None when the catalog does not know it (its JSON 404)."""
+        _check_key(key)
+        url = f"{self.config.api_url}course_runs/{quote(key, safe='')}/?exclude_utm=1"
+        response = self._api_get(url)
+        if response.status_code == 404:
+            body = _try_json(response)
+            if isinstance(body, dict) and isinstance(body.get("detail"), str):
+                return None
+            raise CatalogPermanentError(
+                f"catalog answered a non-JSON 404 for GET {_short(url)}: the key is not key-like "
+                "or api_url is wrong",
+                url=redact_url(url),
+                status=404,
+            )
+        self._raise_for_status(response, "GET", url)
+        run = self._json(response, url)
+        if not isinstance(run, dict) or not isinstance(run.get("key"), str):
+            raise CatalogMalformedResponse(
+                f"catalog sent a course run without a string key for GET {_short(url)}",
+                url=redact_url(url),
+                status=response.status_code,
+            )
+        return run
+
+    def get_course_runs(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The runs the catalog has among ``keys``, by their key; unknown keys are simply absent.
+
+        Keys are deduplicated and sent in chunks that keep every URL under ``max_url_length``; each
+        chunk asks for one page the size of the chunk (``page=1`` sent explicitly: without it the
+        catalog returns 20 items and ignores ``page_size``).
+        """
+        if isinstance(keys, str):
+            raise TypeError("get_course_runs takes a sequence of keys, not one key")
+        unique = list(dict.fromkeys(keys))
+        for key in unique:
+            _check_key(key, listed=True)
+        runs: dict[str, dict[str, Any]] = {}
+        for chunk in self.chunk_keys(unique):
+            runs.update(self._fetch_chunk(chunk))
+        return runs
+
+    def iter_course_runs(
+        self, page_size: int = 100, **filters: str | int | bool
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Walk the whole list page by page (``page`` from 1, explicit ``page_size``), yielding each
+        page's runs. Raises CatalogMalformedResponse if ``count`` changes during the walk.
+
+        The catalog pages with OFFSET over a live table: a walk can still skip or repeat a run when
+        one is added and another removed between pages. Callers that need to be exact about their own
+        runs use ``get_course_runs``.
+        """
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError("page_size must be a positive integer")
+        params = {"exclude_utm": "1"}
+        for name, value in filters.items():
+            if name in _RESERVED_PARAMS:
+                raise ValueError(f"iter_course_runs pages by itself: do not pass {name!r}")
+            params[name] = _param_value(name, value)
+        query = "&".join(f"{quote(name, safe='')}={quote(value, safe=',')}" for name, value in params.items())
+        return self._iter_pages(query, page_size)
+
+    def _iter_pages(self, query: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
+        seen = 0
+        count = 0
+        for page_count, results in self._walk(query, page_size):
+            count = page_count
+            seen += len(results)
+            yield self._usable(results, query)
+        if seen != count:
+            raise CatalogMalformedResponse(
+                f"catalog walk returned {seen} runs but its count said {count}",
+                url=redact_url(self._list_url(query, 1, page_size)),
+            )
+
+    def chunk_keys(self, keys: Sequence[str]) -> list[list[str]]:
+        """Split ``keys`` in order so that each bulk request URL stays under ``max_url_length``."""
+        limit = self.config.max_url_length
+        # The page_size value is at most len(keys): reserve that many digits for every chunk.
+        fixed = len(self._list_url(_bulk_query([]), 1, len(keys)))
+        chunks: list[list[str]] = []
+        chunk: list[str] = []
+        length = fixed
+        for key in keys:
+            size = len(quote(key, safe=""))
+            if fixed + size >= limit:
+                raise ValueError(f"course key too long for max_url_length={limit}: {key[:80]!r}")
+            extra = size + (1 if chunk else 0)
+            if chunk and length + extra >= limit:
+                chunks.append(chunk)
+                chunk, length, extra = [], fixed, size
+            chunk.append(key)
+            length += extra
+        if chunk:
+            chunks.append(chunk)
+        return chunks
+
+    # -- paging -----------------------------------------------------------------------------------
+
+    def _fetch_chunk(self, chunk: list[str]) -> dict[str, dict[str, Any]]:
+        query = _bulk_query(chunk)
+        runs: dict[str, dict[str, Any]] = {}
+        seen = 0
+        count = 0
+        for page_count, results in self._walk(query, len(chunk)):
+            count = page_count
+            url = self._list_url(query, 1, len(chunk))
+            if count > len(chunk):
+                raise CatalogMalformedResponse(
+                    f"catalog counted {count} runs for {len(chunk)} keys: the keys filter was not applied",
+                    url=redact_url(url),
+                )
+            seen += len(results)
+            for run in self._usable(results, query):
+                if run["key"] in runs:
+                    raise CatalogMalformedResponse(
+                        f"catalog changed during the walk: run {run['key']!r} came back twice",
+                        url=redact_url(url),
+                    )
+                runs[run["key"]] = run
+        if seen != count:
+            raise CatalogMalformedResponse(
+                f"catalog returned {seen} runs but its count said {count}",
+                url=redact_url(self._list_url(query, 1, len(chunk))),
+            )
+        return runs
+
+    def _walk(self, query: str, page_size: int) -> Iterator[tuple[int, list[Any]]]:
+        """Yield ``(count, results)`` per page, in page-number mode, until ``next`` is null.
+
+        Each request URL is built here (our encoding, our length bound); ``next`` is only checked:
+        same origin as api_url, pointing at the following page. ``count`` must not change.
+        """
+        page = 1
+        first_count: int | None = None
+        total = 0
+        while True:
+            url = self._list_url(query, page, page_size)
+            response = self._api_get(url)
+            self._raise_for_status(response, "GET", url)
+            count, next_url, results = _envelope(self._json(response, url), url)
+            if first_count is None:
+                first_count = count
+            elif count != first_count:
+                raise CatalogMalformedResponse(
+                    f"catalog changed during the walk: count went from {first_count} to {count} "
+                    f"at page {page}",
+                    url=redact_url(url),
+                )
+            total += len(results)
+            if total > count:
+                raise CatalogMalformedResponse(
+                    f"catalog returned more runs ({total}) than its count ({count})", url=redact_url(url)
+                )
+            yield count, results
+            if next_url is None:
+                return
+            if not results:
+                raise CatalogMalformedResponse(
+                    f"catalog sent an empty page {page} with a next link", url=redact_url(url)
+                )
+            page = self._next_page(next_url, page, url)
+
+    def _next_page(self, next_url: str, page: int, url: str) -> int:
+        target = urljoin(url, next_url)
+        try:
+            same_origin = _origin(target) == self._origin
+        except ValueError:
+            same_origin = False
+        if not same_origin:
+            raise CatalogMalformedResponse(
+                f"catalog next link {_short(target)} leaves the catalog's origin; not followed",
+                url=redact_url(url),
+            )
+        values = [
+            value
+            for name, _, value in (part.partition("=") for part in urlsplit(target).query.split("&"))
+            if unquote(name) == "page"
+        ]
+        if len(values) != 1 or values[0] != str(page + 1):
+            raise CatalogMalformedResponse(
+                f"catalog next link after page {page} does not point at page {page + 1}: {_short(target)}",
+                url=redact_url(url),
+            )
+        return page + 1
+
+    def _list_url(self, query: str, page: int, page_size: int) -> str:
+        return f"{self.config.api_url}course_runs/?{query}&page={page}&page_size={page_size}"
+
+    def _usable(self, results: list[Any], query: str) -> list[dict[str, Any]]:
+        """The results that are dicts with a string key; the others are counted and logged once."""
+        usable = [run for run in results if isinstance(run, dict) and isinstance(run.get("key"), str)]
+        refused = len(results) - len(usable)
+        if refused:
+            self.refused_records += refused
+            logger.warning(
+                "catalog client: skipped %d of %d results without a string key (query %s)",
+                refused,
+                len(results),
+                _short(query),
+            )
+        return usable
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    def _api_get(self, url: str) -> requests.Response:
+        """GET an API URL with the token; on a 401, drop the token, fetch a new one, retry once."""
+        response = self._get_with_token(url)
+        if response.status_code != 401:
+            return response
+        logger.warning(
+            "catalog client: 401 on GET %s (%s); fetching a new token and retrying once",
+            _short(url),
+            self._detail(response) or "no detail",
+        )
+        response = self._get_with_token(url)
+        if response.status_code != 401:
+            return response
+        raise CatalogPermanentError(
+            f"catalog refused a freshly fetched token (HTTP 401 twice) on GET {_short(url)}: "
+            f"{self._detail(response) or 'no detail'}",
+            url=redact_url(url),
+            status=401,
+        )
+
+    def _get_with_token(self, url: str) -> requests.Response:
+        token = self._get_token()
+        self.requests_made += 1
+        response = self._send("GET", url, headers={"Authorization": f"JWT {token}"})
+        if response.status_code == 401:
+            self._drop_token(token)
+        return response
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        """One request with the configured timeouts, no redirects, requests' errors mapped to ours."""
+        headers = {"User-Agent": self.config.user_agent, "Accept": "application/json"}
+        headers.update(kwargs.pop("headers", {}))
+        where = f"{method} {_short(url)}"
+        try:
+            # stream=False (the default): the body is read here, so truncation surfaces here too.
+            return self.session.request(
+                method,
+                url,
+                headers=headers,
+                timeout=self.config.timeout,
+                allow_redirects=False,
+                verify=self.config.verify_tls,
+                **kwargs,
+            )
+        except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
+            raise CatalogTimeout(
+                f"catalog timed out on {where} (connect {self.config.connect_timeout}s, "
+                f"read {self.config.read_timeout}s)",
+                url=redact_url(url),
+            ) from exc
+        except requests.ConnectionError as exc:
+            raise CatalogConnectionError(
+                f"catalog connection failed on {where}: {type(exc).__name__}", url=redact_url(url)
+            ) from exc
+        except (
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+            http.client.IncompleteRead,
+            urllib3.exceptions.ProtocolError,
+            urllib3.exceptions.DecodeError,
+        ) as exc:
+            raise CatalogMalformedResponse(
+                f"catalog sent a truncated or undecodable body on {where}: {type(exc).__name__}",
+                url=redact_url(url),
+            ) from exc
+        except requests.RequestException as exc:  # InvalidURL, InvalidHeader...: not transient
+            raise CatalogPermanentError(
+                f"catalog request failed on {where}: {type(exc).__name__}", url=redact_url(url)
+            ) from exc
+
+    def _raise_for_status(self, response: requests.Response, method: str, url: str) -> None:
+        """Map a non-2xx answer to its typed error; 401 and the detail 404 are handled by callers."""
+        status = response.status_code
+        if 200 <= status < 300:
+            return
+        where = f"{method} {_short(url)}"
+        safe_url = redact_url(url)
+        if 300 <= status < 400:
+            location = _short(response.headers.get("Location", "") or "nowhere")
+            raise CatalogPermanentError(
+                f"catalog answered HTTP {status} to {location} on {where}; redirects are not followed",
+                url=safe_url,
+                status=status,
+            )
+        detail = self._detail(response)
+        suffix = f": {detail}" if detail else ""
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            raise CatalogThrottled(
+                f"catalog throttled {where}; retry after {retry_after:g}s{suffix}",
+                url=safe_url,
+                status=status,
+                retry_after=retry_after,
+            )
+        if 400 <= status < 500:
+            raise CatalogPermanentError(
+                f"catalog answered HTTP {status} on {where}{suffix}", url=safe_url, status=status
+            )
+        if status >= 500:
+            header = response.headers.get("Retry-After")
+            raise CatalogServerError(
+                f"catalog answered HTTP {status} on {where}{suffix}",
+                url=safe_url,
+                status=status,
+                retry_after=parse_retry_after(header) if header else None,
+            )
+        raise CatalogMalformedResponse(
+            f"catalog answered HTTP {status} on {where}", url=safe_url, status=status
+        )
+
+    def _json(self, response: requests.Response, url: str) -> Any:
+        """The decoded body; an empty or non-JSON body is a CatalogMalformedResponse."""
+        content = response.content or b""
+        if not content.strip():
+            raise CatalogMalformedResponse(
+                f"catalog sent an empty body (HTTP {response.status_code}) for {_short(url)}",
+                url=redact_url(url),
+                status=response.status_code,
+            )
+        try:
+            return json.loads(content)
+        except (ValueError, RecursionError) as exc:
+            raise CatalogMalformedResponse(
+                f"catalog sent a body that is not JSON ({len(content)} bytes, "
+                f"{response.headers.get('Content-Type', 'no content type')}) for {_short(url)}",
+                url=redact_url(url),
+                status=response.status_code,
+            ) from exc
+
+    def _detail(self, response: requests.Response) -> str:
+        """The error text of a JSON answer (DRF ``detail`` or OAuth ``error``), scrubbed and short."""
+        body = _try_json(response)
+        if not isinstance(body, dict):
+            return ""
+        parts = [body.get(name) for name in ("detail", "error", "error_description")]
+        text = " ".join(" ".join(part.split()) for part in parts if isinstance(part, str))
+        for secret in (self.config.client_secret, self._token, self._dropped_token):
+            if secret:
+                text = text.replace(secret, "***")
+        return text[:_DETAIL_LENGTH]
+
+    # -- token ------------------------------------------------------------------------------------
+
+    def _get_token(self) -> str:
+        with self._token_lock:
+            if self._token is not None and self._clock() < self._token_expires_at:
+                return self._token
+            return self._fetch_token()
+
+    def _drop_token(self, token: str) -> None:
+        with self._token_lock:
+            self._dropped_token = token
+            if self._token == token:
+                self._token = None
+
+    def _fetch_token(self) -> str:
+        """OAuth2 client credentials, asking for a JWT; cached until expiry minus the margin."""
+        url = self.config.oauth_url
+        started = self._clock()
+        data = {
+            "grant_type": "client_credentials",
+            "client_id": self.config.client_id,
+            "client_secret": self.config.client_secret,
+            "token_type": "jwt",
+        }
+        response = self._send("POST", url, data=data)
+        if response.status_code in (400, 401):
+            detail = self._detail(response)
+            raise CatalogPermanentError(
+                f"catalog credentials refused by the token endpoint {_short(url)} "
+                f"(HTTP {response.status_code}{': ' + detail if detail else ''})",
+                url=redact_url(url),
+                status=response.status_code,
+            )
+        self._raise_for_status(response, "POST", url)
+        body = self._json(response, url)
+        token = body.get("access_token") if isinstance(body, dict) else None
+        expires_in = body.get("expires_in") if isinstance(body, dict) else None
+        token_type = body.get("token_type", "JWT") if isinstance(body, dict) else None
+        if (
+            not isinstance(token, str)
+            or not token
+            or isinstance(expires_in, bool)
+            or not isinstance(expires_in, int | float)
+            or not math.isfinite(expires_in)
+            or expires_in <= 0
+        ):
+            raise CatalogMalformedResponse(
+                f"token endpoint {_short(url)} answered without access_token/expires_in",
+                url=redact_url(url),
+                status=response.status_code,
+            )
+        if not isinstance(token_type, str) or token_type.lower() != "jwt":
+            raise CatalogPermanentError(
+                f"token endpoint {_short(url)} issued a {str(token_type)[:20]!r} token, not a JWT",
+                url=redact_url(url),
+                status=response.status_code,
+            )
+        # A margin larger than half the lifetime would refetch on every call: cap it.
+        margin = min(self.config.token_refresh_margin, expires_in / 2)
+        self._token = token
+        self._token_expires_at = started + expires_in - margin
+        self.tokens_fetched += 1
+        logger.info("catalog client: fetched a token valid for %ss", expires_in)
+        return token
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds from a Retry-After header (integer seconds or an HTTP-date, against wall-clock
+    ``now``); the 429 default (60) when missing or unreadable, 0 for a date already past."""
+    text = (value or "").strip()
+    if text.isascii() and text.isdigit():
+        return float(text)
+    if text:
+        try:
+            when = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_THROTTLE_RETRY_AFTER
+        if when.tzinfo is None:  # "-0000": UTC by RFC 5322
+            when = when.replace(tzinfo=UTC)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return DEFAULT_THROTTLE_RETRY_AFTER
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user:password and with secret-looking query values replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparseable url>"
+    pairs = []
+    for part in parts.query.split("&") if parts.query else []:
+        name, sep, _ = part.partition("=")
+        secret = sep and unquote(name).lower() in _SECRET_PARAMS
+        pairs.append(f"{name}=***" if secret else part)
+    query = "&".join(pairs)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _short(url: str) -> str:
+    """A redacted URL cut to a readable length for messages (a bulk URL can be 4 kB of keys)."""
+    url = redact_url(url) if "://" in url else url
+    if len(url) <= _MESSAGE_URL_LENGTH:
+        return url
+    return f"{url[:_MESSAGE_URL_LENGTH]}...({len(url)} chars)"
+
+
+def _bulk_query(chunk: Sequence[str]) -> str:
+    """``keys=`` with each key percent-encoded (``+`` would read as a space) and raw commas."""
+    return "keys=" + ",".join(quote(key, safe="") for key in chunk) + "&exclude_utm=1"
+
+
+def _origin(url: str) -> tuple[str, str, int]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def _check_key(key: object, *, listed: bool = False) -> None:
+    """Refuse keys the catalog would misread: an empty key (``keys=`` means *every* run), a comma
+    (the list separator), a dot segment (would change the detail URL's path)."""
+    if not isinstance(key, str) or not key.strip():
+        raise ValueError(f"course keys must be non-empty strings, got {key!r}")
+    if listed and "," in key:
+        raise ValueError(f"course key {key!r} contains a comma, the catalog's keys separator")
+    if key in {".", ".."}:
+        raise ValueError(f"{key!r} is not a course key")
+
+
+def _param_value(name: str, value: object) -> str:
+    """A filter value as the catalog wants it: booleans as 1/0 (``true`` is a 500 on some flags)."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value:
+        return value
+    raise ValueError(f"filter {name}={value!r}: use a non-empty string, an int or a bool")
+
+
+def _try_json(response: requests.Response) -> Any:
+    try:
+        return json.loads(response.content or b"")
+    except (ValueError, RecursionError):
+        return None
+
+
+def _envelope(body: Any, url: str) -> tuple[int, str | None, list[Any]]:
+    """``(count, next, results)`` of a list answer, or CatalogMalformedResponse."""
+    problem = ""
+    if not isinstance(body, Mapping):
+        problem = f"a {type(body).__name__} instead of a page object"
+    elif isinstance(body.get("count"), bool) or not isinstance(body.get("count"), int) or body["count"] < 0:
+        problem = "no integer count"
+    elif not isinstance(body.get("results"), list):
+        problem = "no results list"
+    elif any(link not in body or not isinstance(body[link], str | None) for link in ("next", "previous")):
+        problem = "next/previous that are not URLs"
+    if problem:
+        raise CatalogMalformedResponse(f"catalog sent {problem} for GET {_short(url)}", url=redact_url(url))
+    assert isinstance(body, Mapping)
+    return body["count"], body.get("next"), body["results"]

@@ -1,0 +1,57 @@
+"""Celery configuration: queues, routes, limits and retry policy, declared in one place.
+
+Loaded by ``tasks.app`` with ``config_from_object("celeryconfig")``. The broker URL comes from
+Django settings (``CELERY_BROKER_URL`` in the environment; unset, kombu's SQLAlchemy transport on
+a SQLite file: a real broker that needs no server). ``tests/test_celeryconfig.py`` asserts the
+invariants between the numbers below.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from kombu import Queue
+
+REFRESH_QUEUE = "catalog.refresh"
+SWEEP_QUEUE = "catalog.sweep"
+
+broker_url = settings.CELERY_BROKER_URL
+broker_connection_retry_on_startup = True
+# Redis/SQS: a message not acked within this many seconds is handed to another worker. Every
+# countdown and every hard time limit below stays under it, or a retried or long task would run twice.
+BROKER_VISIBILITY_TIMEOUT = 3600
+broker_transport_options = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT}
+
+task_ignore_result = True  # nobody reads results: state lives in the overview rows and SweepRun
+result_backend = None
+task_serializer = "json"
+accept_content = ["json"]
+task_default_queue = "celery"
+task_queues = (Queue(REFRESH_QUEUE), Queue(SWEEP_QUEUE), Queue("celery"))
+task_routes = {
+    "catalog_sync.refresh_course": {"queue": REFRESH_QUEUE},
+    "catalog_sync.sweep*": {"queue": SWEEP_QUEUE},
+}
+
+# One message at a time per worker process: catalog tasks are slow I/O, and a prefetched message
+# waits behind a slow one (and is lost with it on a crash) instead of going to an idle worker.
+worker_prefetch_multiplier = 1
+task_acks_late = True
+# Deliberate: a task whose worker process died (SIGKILL, OOM) is requeued and redelivered. The
+# catalog tasks are idempotent and time-limited, so a redelivery costs one more fetch at most.
+task_reject_on_worker_lost = True
+worker_hijack_root_logger = False
+worker_send_task_events = False
+
+# --- The per-course refresh task ------------------------------------------------------------
+REFRESH_SOFT_TIME_LIMIT = 90  # seconds: SoftTimeLimitExceeded -> retried like a timeout
+REFRESH_TIME_LIMIT = 120  # seconds: the process is killed
+# HTTP requests one task attempt may make in the worst case: token, request, token after a 401,
+# the request again. Timeouts are clamped so that these all fit in the soft limit.
+REFRESH_HTTP_ATTEMPTS = 4
+# Retries: exponential backoff with full jitter, Retry-After as a floor.
+REFRESH_RETRY_BASE = 2.0  # seconds
+REFRESH_RETRY_CAP = 120.0  # seconds, the longest single countdown
+REFRESH_MAX_RETRIES = 12  # bounds 2+4+...+120: up to ~11 minutes, ~6 expected: rides out an outage
+# Publishes of one course within this many seconds cost one catalog fetch (the first publish
+# schedules the fetch this much later; the others find it pending).
+PUBLISH_COALESCE_WINDOW = float(getattr(settings, "CATALOG_PUBLISH_COALESCE_WINDOW", 2.0))

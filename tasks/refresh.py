@@ -1,0 +1,96 @@
+"""The per-course catalog task and how a publish schedules it (coalesced, after commit)."""
+
+from __future__ import annotations
+
+import logging
+
+from celery.exceptions import SoftTimeLimitExceeded
+from opaque_keys import InvalidKeyError
+
+import celeryconfig as conf
+from catalog import coalesce
+from catalog.connection import build_client
+from catalog.errors import CatalogTimeout
+from catalog.keys import parse_course_key
+from catalog.refresh import refresh_courses
+from catalog.retry import backoff_delay
+from catalog.switches import catalog_calls_disabled
+from tasks.app import app
+
+log = logging.getLogger("tasks.refresh")
+
+# A pending marker outlives the window by this much, so a delayed task still finds it; if the task
+# is lost altogether, the next publish after this TTL schedules a new one (and the sweep repairs).
+PENDING_SLACK = 60.0
+
+
+def enqueue_refresh(course_key: str, *, countdown: float | None = None) -> bool:
+    """Schedule one catalog fetch of the course unless one is already pending. True if scheduled."""
+    window = conf.PUBLISH_COALESCE_WINDOW if countdown is None else countdown
+    if not coalesce.claim_pending(course_key, ttl=window + PENDING_SLACK):
+        return False
+    refresh_course.apply_async((course_key,), countdown=window)
+    return True
+
+
+@app.task(
+    name="catalog_sync.refresh_course",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=conf.REFRESH_SOFT_TIME_LIMIT,
+    time_limit=conf.REFRESH_TIME_LIMIT,
+    max_retries=conf.REFRESH_MAX_RETRIES,
+    ignore_result=True,
+)
+def refresh_course(self, course_key: str) -> str:
+    """Fetch one course's catalog data (a CCX course: its master's) and write what changed."""
+    try:
+        key = parse_course_key(course_key)
+    except InvalidKeyError:
+        log.error("catalog task: invalid course key %r dropped", course_key)
+        return "invalid"
+    if catalog_calls_disabled():
+        coalesce.clear_pending(course_key)
+        log.info("catalog task: catalog calls are disabled; %s not fetched", course_key)
+        return "disabled"
+    token = coalesce.acquire_running(course_key, ttl=conf.REFRESH_TIME_LIMIT + 5)
+    if token is None:
+        # Another fetch of this course is running: come back after it (a new message, so the
+        # error-retry budget is untouched); `pending` stays set so further publishes coalesce here.
+        refresh_course.apply_async((course_key,), countdown=conf.PUBLISH_COALESCE_WINDOW)
+        return "deferred"
+    try:
+        coalesce.clear_pending(course_key)
+        with build_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS) as client:
+            outcome = refresh_courses([key], client)
+    except SoftTimeLimitExceeded:
+        outcome = None
+        error: Exception = CatalogTimeout(f"task soft time limit ({conf.REFRESH_SOFT_TIME_LIMIT}s) exceeded")
+    finally:
+        coalesce.release_running(course_key, token)
+    if outcome is not None:
+        if outcome.not_found:
+            log.info("catalog task: no overview for %s (deleted?); nothing to do", course_key)
+            return "no-overview"
+        if outcome.error is None:
+            return "ok"
+        error = outcome.error
+    if not getattr(error, "retryable", False):
+        return "error"  # recorded on the row as catalog_status=error by refresh_courses
+    if self.request.retries >= conf.REFRESH_MAX_RETRIES:
+        log.error(
+            "catalog task: %s gave up after %d retries: %s (the sweep will repair it)",
+            course_key,
+            self.request.retries,
+            error,
+        )
+        return "gave-up"
+    countdown = backoff_delay(
+        self.request.retries, base=conf.REFRESH_RETRY_BASE, cap=conf.REFRESH_RETRY_CAP, exc=error
+    )
+    countdown = min(countdown, conf.REFRESH_RETRY_CAP)
+    log.warning(
+        "catalog task: %s: %s; retry %d in %.1fs", course_key, error, self.request.retries + 1, countdown
+    )
+    raise self.retry(countdown=countdown, exc=error)
