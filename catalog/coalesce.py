@@ -36,10 +36,18 @@ def clear_pending(course_key: str) -> None:
     cache.delete(_key("pending", course_key))
 
 
-def acquire_running(course_key: str, ttl: float) -> str | None:
-    """A token when this caller may fetch now; None while another fetch of the course runs."""
-    token = uuid.uuid4().hex
-    if cache.add(_key("running", course_key), token, timeout=max(1, round(ttl))):
+def acquire_running(course_key: str, ttl: float, owner: str | None = None) -> str | None:
+    """A token when this caller may fetch now; None while another fetch of the course runs.
+
+    ``owner`` (the task id) lets a redelivered message take over the lock its own earlier
+    execution held when its worker died: that fetch is not running any more, it is this one.
+    """
+    token = owner or uuid.uuid4().hex
+    name = _key("running", course_key)
+    if cache.add(name, token, timeout=max(1, round(ttl))):
+        return token
+    if owner is not None and cache.get(name) == owner:
+        cache.set(name, token, timeout=max(1, round(ttl)))
         return token
     return None
 

@@ -54,7 +54,7 @@ def refresh_course(self, course_key: str) -> str:
         coalesce.clear_pending(course_key)
         log.info("catalog task: catalog calls are disabled; %s not fetched", course_key)
         return "disabled"
-    token = coalesce.acquire_running(course_key, ttl=conf.REFRESH_TIME_LIMIT + 5)
+    token = coalesce.acquire_running(course_key, ttl=conf.REFRESH_TIME_LIMIT + 5, owner=self.request.id)
     if token is None:
         # Another fetch of this course is running: come back after it (a new message, so the
         # error-retry budget is untouched); `pending` stays set so further publishes coalesce here.

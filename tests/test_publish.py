@@ -202,3 +202,9 @@ def test_fetch_on_create_does_not_fetch_for_an_existing_row(
         publish()
     assert wire.list_requests == 0
     scheduled.assert_called_once()
+
+
+def test_a_redelivered_message_takes_over_the_lock_its_dead_execution_held():
+    assert coalesce.acquire_running(KEY, ttl=60, owner="task-1") == "task-1"
+    assert coalesce.acquire_running(KEY, ttl=60, owner="task-2") is None  # another message waits
+    assert coalesce.acquire_running(KEY, ttl=60, owner="task-1") == "task-1"  # the same one, redelivered

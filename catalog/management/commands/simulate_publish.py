@@ -9,9 +9,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("keys", nargs="+", metavar="KEY")
+        parser.add_argument("--display-name", help="content field sent with the publish")
 
     def handle(self, *args, **options):
         keys = parse_keys_or_exit(options["keys"])
+        content = {"display_name": options["display_name"]} if options["display_name"] is not None else {}
         for key in keys:
-            course_published.send(sender=self.__class__, course_key=key)
+            course_published.send(sender=self.__class__, course_key=key, **content)
         self.stdout.write(f"published {len(keys)} course(s)")
