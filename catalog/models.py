@@ -46,3 +46,85 @@ class CatalogIntegration(ConfigurationModel):
 
     def __str__(self) -> str:
         return f"CatalogIntegration(enabled={self.enabled}, page_size={self.page_size})"
+
+
+class SweepStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    COMPLETE = "complete", "complete"
+    PARTIAL = "partial", "complete, some chunks failed"
+    FAILED = "failed", "failed"
+
+
+class SweepRun(models.Model):
+    """One full resync: progress, counters and checkpoint. Chunks are ``SweepChunk`` rows."""
+
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=8, choices=SweepStatus.choices, default=SweepStatus.RUNNING,
+                              db_index=True)
+    trigger = models.CharField(max_length=16, default="beat", help_text="beat, command, async, api")
+    in_process = models.BooleanField(default=False, help_text="run by `sync_catalog` without --async")
+    page_size_override = models.PositiveIntegerField(null=True, blank=True)
+    # Checkpoint: every overview up to this key has a chunk; planning resumes after it.
+    cursor = models.CharField(max_length=255, blank=True, default="")
+    planning_done = models.BooleanField(default=False)
+    resumed = models.PositiveIntegerField(default=0, help_text="times resumed after its lease expired")
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_done = models.PositiveIntegerField(default=0)
+    chunks_failed = models.PositiveIntegerField(default=0)
+    # Counters (summed from the chunks; refreshed as chunks finish and at the end).
+    courses_seen = models.PositiveIntegerField(default=0)
+    courses_updated = models.PositiveIntegerField(default=0)
+    courses_unchanged = models.PositiveIntegerField(default=0)
+    courses_missing = models.PositiveIntegerField(default=0)
+    courses_refused = models.PositiveIntegerField(default=0)
+    courses_errored = models.PositiveIntegerField(default=0)
+    courses_superseded = models.PositiveIntegerField(default=0, help_text="fresher per-course data kept")
+    catalog_requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    throttled = models.PositiveIntegerField(default=0, help_text="429 answers")
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ("-started_at",)
+        get_latest_by = "started_at"
+
+    def __str__(self) -> str:
+        return f"sweep #{self.pk} ({self.status})"
+
+
+class ChunkStatus(models.TextChoices):
+    PENDING = "pending", "pending"
+    DONE = "done", "done"
+    FAILED = "failed", "failed"
+
+
+class SweepChunk(models.Model):
+    """A range of our own course keys (keyset order), synced by one task."""
+
+    run = models.ForeignKey(SweepRun, on_delete=models.CASCADE, related_name="chunks")
+    seq = models.PositiveIntegerField()
+    first_key = models.CharField(max_length=255)
+    last_key = models.CharField(max_length=255)
+    size = models.PositiveIntegerField()
+    status = models.CharField(max_length=8, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    seen = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    missing = models.PositiveIntegerField(default=0)
+    refused = models.PositiveIntegerField(default=0)
+    errored = models.PositiveIntegerField(default=0)
+    superseded = models.PositiveIntegerField(default=0)
+    catalog_requests = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    throttled = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "seq"], name="unique_chunk_seq")]
+        indexes = [models.Index(fields=["run", "status"])]
+
+    def __str__(self) -> str:
+        return f"chunk {self.seq} of sweep #{self.run_id}"

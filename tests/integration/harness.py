@@ -69,7 +69,9 @@ class Service:
             input=stdin, timeout=300,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"manage.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"manage.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def import_courses(self, records: list[dict]) -> None:
@@ -88,7 +90,9 @@ class Service:
             cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         self.workers.append(proc)
-        wait_until(lambda: "ready" in self.worker_log(name) or proc.poll() is not None, 60, what="worker ready")
+        wait_until(
+            lambda: "ready" in self.worker_log(name) or proc.poll() is not None, 60, what="worker ready"
+        )
         assert proc.poll() is None, self.worker_log(name)
         return proc
 
