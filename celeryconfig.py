@@ -55,3 +55,16 @@ REFRESH_MAX_RETRIES = 12  # bounds 2+4+...+120: up to ~11 minutes, ~6 expected: 
 # Publishes of one course within this many seconds cost one catalog fetch (the first publish
 # schedules the fetch this much later; the others find it pending).
 PUBLISH_COALESCE_WINDOW = float(getattr(settings, "CATALOG_PUBLISH_COALESCE_WINDOW", 2.0))
+
+# --- The full sweep -------------------------------------------------------------------------
+# The coordinator plans and dispatches chunks (a few queries per 20 chunks) and returns.
+SWEEP_SOFT_TIME_LIMIT = 1500
+SWEEP_TIME_LIMIT = 1800
+# A chunk: one bulk request per ~100 keys (URLs stay under 4 KB), so up to ~10 at page size 1,000.
+SWEEP_CHUNK_SOFT_TIME_LIMIT = 240
+SWEEP_CHUNK_TIME_LIMIT = 300
+SWEEP_CHUNK_HTTP_ATTEMPTS = 12
+# A beat tick that could not start within this many seconds is dropped: missed sweeps never pile up.
+SWEEP_EXPIRES = 3600
+
+beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"

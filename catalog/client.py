@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -99,6 +99,16 @@ class ClientConfig:
         return (self.connect_timeout, self.read_timeout)
 
 
+class RequestGate(Protocol):
+    """Shared quota across clients (``catalog.throttle.FleetThrottle``)."""
+
+    def before_request(self) -> None:
+        """Called before every API request; may wait, or raise ``CatalogThrottled``."""
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        """Called when the catalog answered 429."""
+
+
 class CatalogClient:
     """Reads course runs from the catalog. Counters: ``requests_made`` (API requests, token requests
     excluded), ``tokens_fetched``, ``refused_records`` (results skipped for lacking a string key)."""
@@ -108,8 +118,10 @@ class CatalogClient:
         config: ClientConfig,
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
+        gate: RequestGate | None = None,
     ) -> None:
         self.config = config
+        self.gate = gate
         self._clock = clock
         self._owns_session = session is None
         self.session = session if session is not None else self._build_session(config)
@@ -121,6 +133,7 @@ class CatalogClient:
         self.requests_made = 0
         self.tokens_fetched = 0
         self.refused_records = 0
+        self.throttled_responses = 0
 
     def __repr__(self) -> str:
         return f"CatalogClient(api_url={redact_url(self.config.api_url)!r})"
@@ -376,6 +389,8 @@ class CatalogClient:
         )
 
     def _get_with_token(self, url: str) -> requests.Response:
+        if self.gate is not None:
+            self.gate.before_request()  # may wait for a rate slot or raise CatalogThrottled
         token = self._get_token()
         self.requests_made += 1
         response = self._send("GET", url, headers={"Authorization": f"JWT {token}"})
@@ -443,6 +458,9 @@ class CatalogClient:
         suffix = f": {detail}" if detail else ""
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            self.throttled_responses += 1
+            if self.gate is not None:
+                self.gate.on_throttled(retry_after)
             raise CatalogThrottled(
                 f"catalog throttled {where}; retry after {retry_after:g}s{suffix}",
                 url=safe_url,

@@ -8,6 +8,7 @@ from django.core.exceptions import ImproperlyConfigured
 from catalog.client import CatalogClient, ClientConfig
 from catalog.models import CatalogIntegration
 from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
+from catalog.throttle import FleetThrottle
 
 _REQUIRED = ("CATALOG_API_URL", "CATALOG_OAUTH_URL", "CATALOG_CLIENT_ID", "CATALOG_CLIENT_SECRET")
 
@@ -50,4 +51,6 @@ def build_client(
         raise CatalogCallsDisabled(
             f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
         )
-    return CatalogClient(client_config(config, timeout_budget=timeout_budget))
+    config = config or CatalogIntegration.current()
+    gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
+    return CatalogClient(client_config(config, timeout_budget=timeout_budget), gate=gate)

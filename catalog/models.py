@@ -41,6 +41,12 @@ class CatalogIntegration(ConfigurationModel):
         help_text="Attempts per page in a synchronous sweep before the sweep stops (exit 1).",
     )
 
+    rate_limit_per_second = models.FloatField(
+        default=0.0,
+        validators=[MinValueValidator(0.0)],
+        help_text="Fleet-wide cap on catalog requests per second, shared by every worker (0: no cap). "
+        "The catalog throttles per user: 200/hour is about 0.055/s.",
+    )
     class Meta(ConfigurationModel.Meta):
         verbose_name = "catalog integration configuration"
 

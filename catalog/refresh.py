@@ -36,7 +36,7 @@ def refresh_courses(
         return outcome
     try:
         with transaction.atomic():
-            outcome.counters = sync_overviews(overviews, client).counters
+            outcome.counters = sync_overviews(overviews, client, touch=True).counters
     except CatalogError as exc:
         outcome.error = exc
         log.warning("catalog refresh: %d course(s) failed: %s: %s", len(overviews), type(exc).__name__, exc)

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "waffle",
     "config_models",
+    "django_celery_beat",
     "overviews.apps.OverviewsConfig",
     "catalog.apps.CatalogConfig",
 ]

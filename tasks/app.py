@@ -10,4 +10,5 @@ django.setup()
 
 app = Celery("catalog_sync")
 app.config_from_object("celeryconfig")
-app.autodiscover_tasks(["tasks"], related_name="refresh", force=True)
+# The task modules (each registers its tasks on import).
+app.conf.imports = ("tasks.refresh", "tasks.sweep")

@@ -3,12 +3,15 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.connection import build_client
-from catalog.models import CatalogIntegration
-from catalog.sync import sweep
+from catalog.connection import CatalogCallsDisabled, build_client
+from catalog.models import CatalogIntegration, SweepStatus
+from catalog.retry import backoff_delay
+from catalog.sweep import run_in_process, start_sweep
+from catalog.sync import sweep as dry_run_sweep
 from overviews.models import CourseOverview
 
 EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
 
 
 class Command(BaseCommand):
@@ -22,6 +25,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--page-size", type=int, help="courses per catalog request (default: admin config)"
         )
+        parser.add_argument(
+            "--async",
+            dest="run_async",
+            action="store_true",
+            help="enqueue the sweep on the queue and return (workers run it)",
+        )
         parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar; one summary line")
 
@@ -32,31 +41,78 @@ class Command(BaseCommand):
                 "the catalog integration is disabled (admin: Catalog integration configuration)",
                 returncode=EXIT_INCOMPLETE,
             )
-        page_size = options["page_size"] or config.page_size
-        if page_size < 1:
-            raise CommandError("--page-size must be at least 1", returncode=2)
+        page_size = options["page_size"]
+        if page_size is not None and page_size < 1:
+            raise CommandError("--page-size must be at least 1", returncode=EXIT_USAGE)
+        if options["run_async"]:
+            if options["dry_run"]:
+                raise CommandError("--dry-run runs in this process; drop --async", returncode=EXIT_USAGE)
+            from tasks.sweep import sweep
+
+            result = sweep.apply_async(kwargs={"trigger": "command", "page_size": page_size})
+            self.stdout.write(f"sync_catalog: sweep enqueued (task {result.id}); progress in the admin")
+            return
+        try:
+            with build_client(config) as client:
+                if options["dry_run"]:
+                    self._dry_run(client, page_size or config.page_size, config, options)
+                else:
+                    self._sweep(client, page_size, config, options)
+        except CatalogCallsDisabled as exc:
+            raise CommandError(str(exc), returncode=EXIT_INCOMPLETE) from exc
+
+    def _progress(self, options):
         total = CourseOverview.objects.count()
-        bar = tqdm(total=total, unit="course", disable=options["no_progress"], file=self.stderr._out)
+        return tqdm(total=total, unit="course", disable=options["no_progress"], file=self.stderr._out)
+
+    def _sweep(self, client, page_size, config, options):
+        run = start_sweep("command", page_size=page_size, in_process=True)
+        if run is None:
+            raise CommandError("a sweep is already running; not starting another", returncode=EXIT_INCOMPLETE)
         started = time.monotonic()
-        with build_client(config) as client:
-            result = sweep(
-                client,
-                page_size=page_size,
-                dry_run=options["dry_run"],
-                attempts=config.page_attempts,
-                on_page=lambda page: bar.update(page.counters.seen),
-            )
+        bar = self._progress(options)
+        run = run_in_process(
+            run,
+            client,
+            attempts=config.page_attempts,
+            sleep=time.sleep,
+            backoff=lambda attempt, exc: backoff_delay(attempt, exc=exc),
+            on_chunk=lambda chunk, counters: bar.update(counters.seen),
+        )
         bar.close()
-        if options["dry_run"]:
-            for change in result.changes:
-                self.stdout.write(
-                    f"would change {change.course_key} {change.field}: {change.old!r} -> {change.new!r}"
-                )
+        self.stdout.write(
+            f"sync_catalog {run.status}: sweep=#{run.pk} seen={run.courses_seen} "
+            f"updated={run.courses_updated} "
+            f"unchanged={run.courses_unchanged} missing={run.courses_missing} refused={run.courses_refused} "
+            f"errored={run.courses_errored} superseded={run.courses_superseded} "
+            f"catalog_requests={run.catalog_requests} retries={run.retries} throttled={run.throttled} "
+            f"pages={run.chunks_done} resumed={run.resumed} page_size={page_size or config.page_size} "
+            f"seconds={time.monotonic() - started:.1f}"
+        )
+        if run.status != SweepStatus.COMPLETE:
+            raise CommandError(
+                f"sweep could not complete: {run.error or run.status}", returncode=EXIT_INCOMPLETE
+            )
+
+    def _dry_run(self, client, page_size, config, options):
+        started = time.monotonic()
+        bar = self._progress(options)
+        result = dry_run_sweep(
+            client,
+            page_size=page_size,
+            dry_run=True,
+            attempts=config.page_attempts,
+            on_page=lambda page: bar.update(page.counters.seen),
+        )
+        bar.close()
+        for change in result.changes:
+            self.stdout.write(
+                f"would change {change.course_key} {change.field}: {change.old!r} -> {change.new!r}"
+            )
         status = "complete" if result.completed else "INCOMPLETE"
         self.stdout.write(
-            f"sync_catalog {status}{' (dry run)' if options['dry_run'] else ''}: {result.counters.as_line()} "
-            f"pages={result.pages} retries={result.retries} page_size={page_size} "
-            f"seconds={time.monotonic() - started:.1f}"
+            f"sync_catalog {status} (dry run): {result.counters.as_line()} pages={result.pages} "
+            f"retries={result.retries} page_size={page_size} seconds={time.monotonic() - started:.1f}"
         )
         if not result.completed:
             raise CommandError(f"sweep could not complete: {result.error}", returncode=EXIT_INCOMPLETE)

@@ -1,0 +1,92 @@
+"""Fleet-wide catalog quota: one shared pause on a 429, and a shared requests-per-second limit.
+
+State lives in Django's cache (Redis in production), so every worker process obeys the same
+pause and shares the same budget instead of each hammering the catalog on its own.
+
+- ``pause(seconds)``: after a 429, nobody calls the catalog until its Retry-After has passed.
+- ``before_request()``: called by the client before every catalog request. While paused it
+  raises ``CatalogThrottled`` with the time left (the caller retries after it, like a 429, without
+  spending a request). Under the rate limit it waits (briefly) for the next one-second slot.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from django.core.cache import cache
+
+from catalog.errors import CatalogThrottled
+
+log = logging.getLogger("catalog.throttle")
+
+PAUSE_KEY = "catalog_sync:throttle:paused_until"
+_SLOT_KEY = "catalog_sync:throttle:slot:{}"
+MAX_RATE_WAIT = 5.0  # seconds a request waits for a rate slot before giving up as throttled
+
+
+class FleetThrottle:
+    """The client's request gate (``CatalogClient(gate=...)``)."""
+
+    def __init__(
+        self,
+        rate_per_second: float = 0.0,
+        *,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate_per_second
+        self.clock = clock
+        self.sleep = sleep
+        self.throttled = 0  # 429s seen by this gate's client
+
+    # -- the shared pause ---------------------------------------------------------------------
+
+    def paused_for(self) -> float:
+        until = cache.get(PAUSE_KEY)
+        return max(0.0, float(until) - self.clock()) if until else 0.0
+
+    def pause(self, seconds: float) -> None:
+        """Pause every worker for ``seconds`` (never shortens a longer pause already set)."""
+        until = self.clock() + max(0.0, seconds)
+        current = cache.get(PAUSE_KEY)
+        if current is None or float(current) < until:
+            cache.set(PAUSE_KEY, until, timeout=max(1, round(seconds) + 1))
+            log.warning("catalog throttle: catalog answered 429; fleet paused for %.0fs", seconds)
+
+    # -- the client hooks ---------------------------------------------------------------------
+
+    def before_request(self) -> None:
+        left = self.paused_for()
+        if left > 0:
+            raise CatalogThrottled(
+                f"fleet paused after a 429 for another {left:.0f}s", status=None, retry_after=left
+            )
+        if self.rate > 0:
+            self._take_slot()
+
+    def on_throttled(self, retry_after: float | None) -> None:
+        self.throttled += 1
+        self.pause(retry_after if retry_after is not None else 60.0)
+
+    # -- the rate limit: fixed one-second windows, counted with an atomic cache incr ------------
+
+    def _take_slot(self) -> None:
+        deadline = self.clock() + MAX_RATE_WAIT
+        while True:
+            now = self.clock()
+            second = int(now)
+            key = _SLOT_KEY.format(second)
+            cache.add(key, 0, timeout=5)
+            try:
+                used = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                continue
+            if used <= self.rate:
+                return
+            if now >= deadline:
+                raise CatalogThrottled(
+                    f"fleet rate limit of {self.rate:g} requests/s reached", status=None, retry_after=1.0
+                )
+            self.sleep(max(0.01, second + 1 - now))
