@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count, Q, Sum
@@ -35,7 +36,8 @@ from overviews.models import CourseOverview
 log = logging.getLogger("catalog.sweep")
 
 LEASE_KEY = "catalog_sync:sweep:lease"
-LEASE_TTL = 600  # seconds without a heartbeat after which a sweep counts as dead
+# Seconds without a heartbeat after which a sweep counts as dead and the next trigger resumes it.
+LEASE_TTL = getattr(settings, "CATALOG_SWEEP_LEASE_TTL", 600)
 PLAN_BATCH = 20  # chunks planned per query
 PROGRESS_EVERY = 10  # chunks between counter roll-ups into the SweepRun row
 _DONE_HINT = "catalog_sync:sweep:{}:done"

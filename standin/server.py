@@ -140,6 +140,7 @@ def _empty_stats() -> dict[str, Any]:
         "status_5xx": 0,
         "detail_by_key": {},
         "keys_requested": {},
+        "answers": [],  # [arrival unix time, route, status] per request, for ordering assertions
         "list_items": [],
         "list_items_total": 0,
         "inserted": 0,
@@ -421,12 +422,21 @@ class CatalogState:
             for key in keys:
                 counts[key] = counts.get(key, 0) + 1
 
-    def record(self, route: str, status: int, *, key: str | None = None, items: int | None = None) -> None:
+    def record(
+        self,
+        route: str,
+        status: int,
+        *,
+        key: str | None = None,
+        items: int | None = None,
+        arrived: float | None = None,
+    ) -> None:
         """Count one non-control request."""
         with self.lock:
             s = self._stats
             s["requests"] += 1
             s[route] += 1
+            s["answers"].append([round(arrived or time.time(), 3), route, status])
             if status == 200:
                 s["status_200"] += 1
             elif status in (401, 404, 429):
@@ -546,6 +556,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.flush_headers()
 
     def _dispatch(self, method: str) -> None:
+        arrived = time.time()
         split = urlsplit(self.path)
         path, query = split.path, split.query
         route = "other"
@@ -577,7 +588,9 @@ class _Handler(BaseHTTPRequestHandler):
             log.exception("stand-in catalog failed on %s %s", method, self.path)
             reply = _html_reply(500, SERVER_ERROR_HTML)
         if route != "control":
-            self.state.record(route, reply.status, key=key, items=items if reply.status == 200 else None)
+            self.state.record(
+                route, reply.status, key=key, items=items if reply.status == 200 else None, arrived=arrived
+            )
         try:
             self._send(reply)
         except (BrokenPipeError, ConnectionResetError):

@@ -5,6 +5,7 @@ from catalog.connection import client_config
 from catalog.models import CatalogIntegration
 from tasks.app import app
 from tasks.refresh import refresh_course
+from tasks.sweep import sweep, sweep_chunk
 
 
 def test_longest_countdown_and_hard_limit_are_below_the_visibility_timeout():
@@ -46,3 +47,26 @@ def test_prefetch_is_one_and_tasks_ack_late_on_their_own_queue():
     assert refresh_course.acks_late and refresh_course.reject_on_worker_lost
     assert refresh_course.name == "catalog_sync.refresh_course"
     assert app.amqp.router.route({}, refresh_course.name)["queue"].name == conf.REFRESH_QUEUE
+
+
+def test_sweep_tasks_limits_and_queues():
+    for task in (sweep, sweep_chunk):
+        assert task.soft_time_limit < task.time_limit < conf.BROKER_VISIBILITY_TIMEOUT
+        assert task.acks_late and task.reject_on_worker_lost
+        assert app.amqp.router.route({}, task.name)["queue"].name == conf.SWEEP_QUEUE
+    assert sweep.name == "catalog_sync.sweep" and sweep_chunk.name == "catalog_sync.sweep_chunk"
+    # the chunk's HTTP budget (clamped timeouts times attempts) fits in its soft limit
+    budget = conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
+    assert budget * conf.SWEEP_CHUNK_HTTP_ATTEMPTS <= conf.SWEEP_CHUNK_SOFT_TIME_LIMIT
+    # a chunk lost with its worker is redone before a sweep's lease would expire twice over
+    from catalog.sweep import LEASE_TTL
+
+    assert conf.SWEEP_CHUNK_TIME_LIMIT < LEASE_TTL
+
+
+def test_the_beat_schedule_exists_with_an_expiry(db):
+    from django_celery_beat.models import PeriodicTask
+
+    task = PeriodicTask.objects.get(task="catalog_sync.sweep")
+    assert task.enabled and task.expire_seconds and task.queue == conf.SWEEP_QUEUE
+    assert task.expire_seconds <= task.interval.every * 3600

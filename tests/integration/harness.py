@@ -39,7 +39,9 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 class Service:
     """One deployment of the service for a test: env, manage.py, workers."""
 
-    def __init__(self, tmp: Path, standin: Any, *, coalesce_window: float = 1.0) -> None:
+    def __init__(
+        self, tmp: Path, standin: Any, *, coalesce_window: float = 1.0, lease_ttl: float = 600
+    ) -> None:
         self.tmp = tmp
         self.standin = standin
         self.workers: list[subprocess.Popen] = []
@@ -55,6 +57,7 @@ class Service:
             "CATALOG_CLIENT_ID": standin.client_id,
             "CATALOG_CLIENT_SECRET": standin.client_secret,
             "CATALOG_PUBLISH_COALESCE_WINDOW": str(coalesce_window),
+            "CATALOG_SWEEP_LEASE_TTL": str(int(lease_ttl)),
             "CATALOG_SYNC_VAR_DIR": str(tmp / "var"),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
@@ -95,6 +98,20 @@ class Service:
         )
         assert proc.poll() is None, self.worker_log(name)
         return proc
+
+    def kill_worker(self, proc: subprocess.Popen) -> None:
+        """SIGKILL a worker and its pool: no warm shutdown, nothing acked or requeued."""
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            child.kill()
+        proc.kill()
+        proc.wait()
+
+    def sql(self, query: str) -> list[tuple]:
+        """Read the service's database directly (SQLite file)."""
+        import sqlite3
+
+        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=30) as conn:
+            return conn.execute(query).fetchall()
 
     def worker_log(self, name: str = "w1") -> str:
         path = self.tmp / f"worker-{name}.log"

@@ -1,0 +1,133 @@
+"""The full sweep on real workers: single flight, resume after SIGKILL, the fleet-wide 429 pause,
+and the publish-versus-chunk race. Redis broker and cache, stand-in catalog over HTTP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from standin import lms_course_records
+from tests.integration.harness import ROOT, Service, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _runs(service):
+    return service.sql(
+        "select id, status, chunks_total, chunks_done, courses_seen, resumed from catalog_sweeprun order by id"
+    )
+
+
+def _import_all(service, standin):
+    records = lms_course_records(standin.state.runs(), lms_only=0, ccx_every=0)
+    service.import_courses(records)
+    return records
+
+
+def _synced_count(service):
+    return service.sql("select count(*) from overviews_courseoverview where catalog_status = 'ok'")[0][0]
+
+
+def _finished(service):
+    runs = _runs(service)
+    return runs and all(r[1] != "running" for r in runs) and runs
+
+
+def test_two_concurrent_triggers_run_one_sweep(service, standin):
+    records = _import_all(service, standin)
+    standin.set_faults(latency_ms=200)
+    service.start_worker(concurrency=2)
+    triggers = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "sync_catalog", "--async", "--page-size", "20"],
+            cwd=ROOT,
+            env=service.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in triggers:
+        assert proc.wait(timeout=60) == 0
+    wait_until(lambda: _runs(service), 30, what="a sweep run")
+    # while it runs, an in-process sweep refuses to start too
+    inline = service.manage("sync_catalog", "--no-progress", check=False)
+    assert inline.returncode == 1 and "already running" in inline.stderr
+    runs = wait_until(lambda: _finished(service), 90, what="the sweep to finish")
+    assert len(runs) == 1, runs
+    assert runs[0][1] == "complete" and runs[0][4] == len(records)
+    assert "already-running" in service.worker_log()
+
+
+def test_a_sweep_interrupted_by_a_killed_worker_resumes_from_its_checkpoint(tmp_path, standin):
+    service = Service(tmp_path, standin, lease_ttl=4)
+    try:
+        records = _import_all(service, standin)
+        standin.set_faults(latency_ms=300)
+        worker = service.start_worker(concurrency=1)
+        service.manage("sync_catalog", "--async", "--page-size", "10")
+        wait_until(lambda: (r := _runs(service)) and r[0][3] >= 3, 60, what="three chunks done")
+        service.kill_worker(worker)  # SIGKILL mid-sweep: its chunk in flight is lost
+        done_before = _runs(service)[0][3]
+        assert done_before < _runs(service)[0][2]
+
+        standin.set_faults(latency_ms=0)
+        standin.reset_stats()
+        service.start_worker(concurrency=1, name="w2")
+        time.sleep(6)  # the queued chunks run; the lost one stays pending and the lease expires
+        service.manage("sync_catalog", "--async")  # the next trigger resumes the same run
+        runs = wait_until(lambda: _finished(service), 60, what="the resumed sweep to finish")
+        assert len(runs) == 1 and runs[0][1] == "complete" and runs[0][5] >= 1, runs
+        assert _synced_count(service) == len(records)
+        # not started over: the courses of chunks finished before the kill were not fetched again
+        refetched = sum(standin.stats()["keys_requested"].values())
+        assert refetched <= len(records) - done_before * 10 + 10
+    finally:
+        service.stop()
+
+
+def test_a_429_pauses_the_whole_fleet_until_retry_after(service, standin):
+    _import_all(service, standin)
+    service.start_worker(concurrency=2)
+    standin.set_faults(latency_ms=50, force_429_count=1, retry_after_s=3)
+    standin.reset_stats()
+    service.manage("sync_catalog", "--async", "--page-size", "10")
+    runs = wait_until(lambda: _finished(service), 90, what="the sweep to finish")
+    assert runs[0][1] == "complete"
+    answers = [(t, status) for t, route, status in standin.stats()["answers"] if route != "token"]
+    throttled_at = next(t for t, status in answers if status == 429)
+    # the pause starts when the 429 reaches the worker (after the 50 ms latency): a request another
+    # worker sent before that instant may still arrive; none may arrive after it until Retry-After
+    paused_from = throttled_at + 0.05 + 0.1
+    during_pause = [
+        round(t - throttled_at, 3) for t, status in answers if paused_from < t < throttled_at + 2.8
+    ]
+    assert not during_pause, f"request(s) reached the catalog during the pause, at +{during_pause} s"
+    throttled = service.sql("select throttled from catalog_sweeprun")[0][0]
+    assert throttled == 1
+
+
+def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin):
+    _import_all(service, standin)
+    service.manage("sync_catalog", "--no-progress")  # everything synced once
+    key = next(r["key"] for r in standin.state.runs() if r["marketing_url"])
+    stale_url = standin.state.get(key)["marketing_url"] + "-stale"
+    new_url = standin.state.get(key)["marketing_url"] + "-fresher"
+    standin.state.update(key, marketing_url=stale_url)  # what the chunk will read
+    service.start_worker(concurrency=2)
+    # the chunk's answer is slow (per item); a one-course answer is fast
+    standin.set_faults(latency_per_item_ms=40)
+    standin.reset_stats()
+    service.manage("sync_catalog", "--async", "--page-size", "200")
+    wait_until(lambda: standin.stats()["list"] >= 1, 30, what="the chunk's request in flight")
+    standin.state.update(key, marketing_url=new_url)  # the catalog changes after the chunk's read;
+    # a publish fetches the fresher value and writes it before the chunk's slow answer arrives
+    service.manage("simulate_publish", key)
+    wait_until(lambda: _finished(service), 60, what="the sweep to finish")
+    wait_until(lambda: service.dump()[key]["marketing_url"] == new_url, 20, what="the fresher value")
+    time.sleep(1)
+    assert service.dump()[key]["marketing_url"] == new_url
+    assert service.sql("select courses_superseded from catalog_sweeprun order by id desc")[0][0] >= 1
