@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "overviews.apps.OverviewsConfig",
     "catalog.apps.CatalogConfig",
+    "enrollments.apps.EnrollmentsConfig",
 ]
 
 MIDDLEWARE = [
@@ -117,6 +118,8 @@ CATALOG_CLIENT_ID = env_str("CATALOG_CLIENT_ID")
 CATALOG_CLIENT_SECRET = env_str("CATALOG_CLIENT_SECRET")
 # Publishes of one course within this many seconds cost one catalog fetch.
 CATALOG_PUBLISH_COALESCE_WINDOW = env_float("CATALOG_PUBLISH_COALESCE_WINDOW", 2.0)
+# A sweep that has not heartbeaten for this many seconds is dead; the next trigger resumes it.
+CATALOG_SWEEP_LEASE_TTL = env_int("CATALOG_SWEEP_LEASE_TTL", 600)
 # TLS verification is always on; a private CA is trusted with requests' REQUESTS_CA_BUNDLE.
 
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------

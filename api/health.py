@@ -1,0 +1,94 @@
+"""The health report: database and broker reachable, freshness of the catalog data.
+
+Public (``/health/`` answers anyone), so a failure is reported by its exception class only; the
+details go to the log (prefix ``health:``).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from catalog.models import SweepRun, SweepStatus
+from overviews.models import CourseOverview
+
+log = logging.getLogger("api.health")
+
+# Seconds the broker gets to answer: a load balancer's probe must not hang on a dead broker.
+BROKER_TIMEOUT = 2.0
+
+
+def _failure(what: str, exc: BaseException) -> dict[str, Any]:
+    log.warning("health: %s unreachable: %s: %s", what, type(exc).__name__, exc)
+    return {"ok": False, "error": f"unreachable ({type(exc).__name__})"}
+
+
+def check_database() -> dict[str, Any]:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any failure means "not reachable", whatever the driver raises
+        return _failure("database", exc)
+    return {"ok": True}
+
+
+def check_broker(timeout: float = BROKER_TIMEOUT) -> dict[str, Any]:
+    """One connection attempt, no retry, bounded by ``timeout`` seconds."""
+    from tasks.app import app  # imported here: building the Celery app is not free
+
+    try:
+        with app.connection_for_write(
+            connect_timeout=timeout,
+            transport_options={"socket_connect_timeout": timeout, "socket_timeout": timeout},
+        ) as conn:
+            conn.ensure_connection(max_retries=0, timeout=timeout)  # redis: a channel, i.e. a PING
+            if conn.transport.driver_type == "sqlalchemy":
+                # kombu's SQLAlchemy transport (the embedded default) connects lazily: ask it a query.
+                from sqlalchemy import text
+
+                conn.default_channel.session.execute(text("SELECT 1"))
+    except Exception as exc:  # refused, DNS, timeout, auth, a bad URL: all mean "not reachable"
+        return _failure("broker", exc)
+    return {"ok": True}
+
+
+def last_complete_sweep(now: datetime) -> dict[str, Any]:
+    finished_at = (
+        SweepRun.objects.filter(status=SweepStatus.COMPLETE, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("finished_at", flat=True)
+        .first()
+    )
+    if finished_at is None:
+        return {"finished_at": None, "age_seconds": None}
+    return {"finished_at": finished_at.isoformat(), "age_seconds": (now - finished_at).total_seconds()}
+
+
+def courses_never_synced() -> int:
+    """Overviews the catalog sync never wrote (a first fetch that failed still counts)."""
+    return CourseOverview.objects.filter(catalog_synced_at__isnull=True).count()
+
+
+def health_report() -> dict[str, Any]:
+    """The ``/health/`` body; ``ok`` is true when the database and the broker are reachable."""
+    database = check_database()
+    broker = check_broker()
+    report: dict[str, Any] = {
+        "database": database,
+        "broker": broker,
+        "last_complete_sweep": {"finished_at": None, "age_seconds": None},
+        "courses_never_synced": None,
+    }
+    if database["ok"]:
+        try:
+            report["last_complete_sweep"] = last_complete_sweep(timezone.now())
+            report["courses_never_synced"] = courses_never_synced()
+        except Exception as exc:  # e.g. migrations not applied: the check itself must still answer
+            report["database"] = _failure("database tables", exc)
+    report["ok"] = report["database"]["ok"] and broker["ok"]
+    return report

@@ -1,0 +1,1 @@
+"""Course enrollments: who is enrolled in which course overview (the mobile API reads them)."""
