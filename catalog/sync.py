@@ -179,13 +179,73 @@ def sync_overviews(
 
 
 def guarded_bulk_update(overviews: Sequence[CourseOverview], not_after: datetime) -> int:
-    """``bulk_update`` of the sync fields, but only of rows not synced after ``not_after``.
+    """Write the sync fields of these rows, but only of rows not synced after ``not_after``.
 
     The guard sits in the UPDATE's own WHERE clause, so it holds under concurrency (the database
-    re-checks it on the locked row). One query per batch (PostgreSQL: one; SQLite: 999 bound
-    parameters make about 120 rows a query). Returns the number of rows written.
+    re-checks it on the row it locks). On PostgreSQL and SQLite (3.33+) this is one
+    ``UPDATE ... FROM (VALUES ...)`` per batch of rows -- a page is one query, and building it
+    costs microseconds a row, where Django's ``bulk_update`` (CASE WHEN per field and row) costs
+    most of a millisecond. Other databases get the ``bulk_update``-style query. Returns the number
+    of rows written.
     """
-    fields = [CourseOverview._meta.get_field(name) for name in WRITE_FIELDS]
+    if not overviews:
+        return 0
+    if connection.vendor in ("postgresql", "sqlite"):
+        return _update_from_values(overviews, not_after)
+    return _update_with_case(overviews, not_after)
+
+
+_FIELDS = [CourseOverview._meta.get_field(name) for name in ("id", *WRITE_FIELDS)]
+# SQLite counts bound parameters; stay under its historical limit of 999 per statement.
+_ROWS_PER_QUERY = {"sqlite": 999 // len(_FIELDS) - 1, "postgresql": 2000}
+_PG_CASTS = {
+    "id": "varchar",
+    "marketing_url": "varchar",
+    "eligible_for_financial_aid": "boolean",
+    "language": "varchar",
+    "catalog_synced_at": "timestamptz",
+    "catalog_status": "varchar",
+    "catalog_error": "text",
+}
+
+
+def _update_from_values(overviews: Sequence[CourseOverview], not_after: datetime) -> int:
+    table = connection.ops.quote_name(CourseOverview._meta.db_table)
+    quote = connection.ops.quote_name
+    columns = [field.column for field in _FIELDS]
+    if connection.vendor == "postgresql":
+        row_sql = "(" + ", ".join(f"%s::{_PG_CASTS[c]}" for c in columns) + ")"
+        source = "v(" + ", ".join(quote(c) for c in columns) + ")"
+        value_of = {c: f"v.{quote(c)}" for c in columns}
+    else:  # SQLite names the VALUES columns column1, column2, ...
+        row_sql = "(" + ", ".join("%s" for _ in columns) + ")"
+        source = "v"
+        value_of = {c: f"v.column{i + 1}" for i, c in enumerate(columns)}
+    assignments = ", ".join(f"{quote(c)} = {value_of[c]}" for c in columns[1:])
+    synced = quote("catalog_synced_at")
+    written = 0
+    step = _ROWS_PER_QUERY[connection.vendor]
+    guard = connection.ops.adapt_datetimefield_value(not_after)
+    with connection.cursor() as cursor:
+        for start in range(0, len(overviews), step):
+            rows = overviews[start : start + step]
+            params: list[Any] = []
+            for row in rows:
+                params.extend(
+                    field.get_db_prep_save(getattr(row, field.attname), connection) for field in _FIELDS
+                )
+            sql = (
+                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(rows))}) AS {source} "
+                f"WHERE {table}.{quote('id')} = {value_of['id']} "
+                f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s)"
+            )
+            cursor.execute(sql, [*params, guard])
+            written += cursor.rowcount
+    return written
+
+
+def _update_with_case(overviews: Sequence[CourseOverview], not_after: datetime) -> int:
+    fields = _FIELDS[1:]
     batch = connection.ops.bulk_batch_size(["pk", "pk", *fields], overviews) or len(overviews)
     not_fresher = Q(catalog_synced_at__isnull=True) | Q(catalog_synced_at__lte=not_after)
     written = 0
