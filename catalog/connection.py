@@ -54,3 +54,28 @@ def build_client(
     config = config or CatalogIntegration.current()
     gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
     return CatalogClient(client_config(config, timeout_budget=timeout_budget), gate=gate)
+
+
+_shared: dict[ClientConfig, CatalogClient] = {}
+
+
+def shared_client(
+    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+) -> CatalogClient:
+    """This process's client for the current configuration, kept between tasks so that its OAuth
+    token and its pooled connections are reused (a token request per task would double the
+    catalog requests of a publish). Call it inside the task, after the worker has forked; don't
+    close it. A configuration change (admin, environment) builds a new one and closes the old."""
+    if catalog_calls_disabled():
+        raise CatalogCallsDisabled(
+            f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
+        )
+    config = config or CatalogIntegration.current()
+    client_cfg = client_config(config, timeout_budget=timeout_budget)
+    client = _shared.get(client_cfg)
+    if client is None:
+        for stale in [cfg for cfg in _shared if cfg.api_url != client_cfg.api_url or len(_shared) > 4]:
+            _shared.pop(stale).close()
+        client = _shared[client_cfg] = CatalogClient(client_cfg)
+    client.gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
+    return client

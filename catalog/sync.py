@@ -234,8 +234,10 @@ def _update_from_values(overviews: Sequence[CourseOverview], not_after: datetime
                 params.extend(
                     field.get_db_prep_save(getattr(row, field.attname), connection) for field in _FIELDS
                 )
+            # Only quoted identifiers and placeholders are interpolated; every value is a parameter.
+            values = ", ".join([row_sql] * len(rows))
             sql = (
-                f"UPDATE {table} SET {assignments} FROM (VALUES {', '.join([row_sql] * len(rows))}) AS {source} "
+                f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS {source} "  # noqa: S608
                 f"WHERE {table}.{quote('id')} = {value_of['id']} "
                 f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s)"
             )

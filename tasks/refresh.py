@@ -9,7 +9,7 @@ from opaque_keys import InvalidKeyError
 
 import celeryconfig as conf
 from catalog import coalesce
-from catalog.connection import build_client
+from catalog.connection import shared_client
 from catalog.errors import CatalogTimeout
 from catalog.keys import parse_course_key
 from catalog.refresh import refresh_courses
@@ -62,8 +62,8 @@ def refresh_course(self, course_key: str) -> str:
         return "deferred"
     try:
         coalesce.clear_pending(course_key)
-        with build_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS) as client:
-            outcome = refresh_courses([key], client)
+        client = shared_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS)
+        outcome = refresh_courses([key], client)
     except SoftTimeLimitExceeded:
         outcome = None
         error: Exception = CatalogTimeout(f"task soft time limit ({conf.REFRESH_SOFT_TIME_LIMIT}s) exceeded")

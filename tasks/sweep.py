@@ -7,7 +7,7 @@ import logging
 from celery.exceptions import SoftTimeLimitExceeded
 
 import celeryconfig as conf
-from catalog.connection import build_client
+from catalog.connection import shared_client
 from catalog.errors import CatalogError, CatalogTimeout
 from catalog.retry import backoff_delay
 from catalog.sweep import (
@@ -19,6 +19,7 @@ from catalog.sweep import (
     plan_chunks,
     refresh_run,
     start_sweep,
+    sync_chunk,
 )
 from catalog.switches import catalog_calls_disabled
 from catalog.sync import SyncCounters
@@ -76,14 +77,10 @@ def sweep_chunk(self, run_id: int, chunk_id: int, first_key: str, last_key: str,
     """Sync one chunk of a sweep; retryable errors retry with backoff, like the per-course task."""
     if catalog_calls_disabled():
         return "disabled"  # stays pending; the sweep resumes it once calls are allowed again
-    from catalog.sweep import sync_chunk
-
-    client = None
+    client = shared_client(timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS)
+    throttled_before = client.throttled_responses
     try:
-        with build_client(
-            timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
-        ) as client:
-            counters = sync_chunk(first_key, last_key, client)
+        counters = sync_chunk(first_key, last_key, client)
     except SoftTimeLimitExceeded:
         error: CatalogError = CatalogTimeout(
             f"chunk soft time limit ({conf.SWEEP_CHUNK_SOFT_TIME_LIMIT}s) exceeded"
@@ -91,12 +88,12 @@ def sweep_chunk(self, run_id: int, chunk_id: int, first_key: str, last_key: str,
     except CatalogError as exc:
         error = exc
     else:
-        throttled += client.throttled_responses
+        throttled += client.throttled_responses - throttled_before
         finish_chunk(
             run_id, chunk_id, ChunkOutcome(counters, retries=self.request.retries, throttled=throttled)
         )
         return "done"
-    throttled += client.throttled_responses if client is not None else 0
+    throttled += client.throttled_responses - throttled_before
     heartbeat(run_id)  # waiting out a throttle or an outage is not death
     if error.retryable and self.request.retries < conf.REFRESH_MAX_RETRIES:
         countdown = min(

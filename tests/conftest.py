@@ -40,8 +40,12 @@ def _fresh_caches():
     from django.core.cache import cache
     from edx_django_utils.cache import RequestCache
 
+    from catalog import connection as catalog_connection
+
     cache.clear()
     RequestCache.clear_all_namespaces()
+    catalog_connection._shared.clear()  # the per-process client: no token carried between tests
     yield
     cache.clear()
     RequestCache.clear_all_namespaces()
+    catalog_connection._shared.clear()

@@ -208,3 +208,18 @@ def test_a_redelivered_message_takes_over_the_lock_its_dead_execution_held():
     assert coalesce.acquire_running(KEY, ttl=60, owner="task-1") == "task-1"
     assert coalesce.acquire_running(KEY, ttl=60, owner="task-2") is None  # another message waits
     assert coalesce.acquire_running(KEY, ttl=60, owner="task-1") == "task-1"  # the same one, redelivered
+
+
+def test_consecutive_tasks_in_one_process_reuse_one_token(wire):
+    """The worker keeps its client between tasks: one token for many fetches, not one each."""
+    from catalog import connection as conn
+
+    conn._shared.clear()
+    for i in range(3):
+        key = f"course-v1:PubX+P10{i}+2025"
+        wire.add(catalog_run(key))
+        CourseOverviewFactory(id=CourseKey.from_string(key))
+        assert refresh_tasks.refresh_course(key) == "ok"
+    (client,) = conn._shared.values()
+    assert client.tokens_fetched == 1 and client.requests_made == 3
+    conn._shared.clear()

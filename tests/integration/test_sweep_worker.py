@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 def _runs(service):
     return service.sql(
-        "select id, status, chunks_total, chunks_done, courses_seen, resumed from catalog_sweeprun order by id"
+        "select id, status, chunks_total, chunks_done, courses_seen, resumed "
+        "from catalog_sweeprun order by id"
     )
 
 
