@@ -19,7 +19,12 @@ broker_connection_retry_on_startup = True
 # Redis/SQS: a message not acked within this many seconds is handed to another worker. Every
 # countdown and every hard time limit below stays under it, or a retried or long task would run twice.
 BROKER_VISIBILITY_TIMEOUT = 3600
-broker_transport_options = {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT}
+# (The embedded SQLAlchemy transport has no visibility timeout and passes its options to SQLAlchemy's
+# create_engine, which refuses unknown ones.)
+_VISIBILITY_BROKERS = ("redis://", "rediss://", "sqs://", "sentinel://")
+broker_transport_options = (
+    {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT} if broker_url.startswith(_VISIBILITY_BROKERS) else {}
+)
 
 task_ignore_result = True  # nobody reads results: state lives in the overview rows and SweepRun
 result_backend = None

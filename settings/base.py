@@ -76,8 +76,12 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # A worker, beat and web share one SQLite file on a laptop: wait for locks rather than fail.
-    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 30})
+    # A worker, beat and web share one SQLite file on a laptop: wait for locks rather than fail
+    # (timeout), take the write lock when a transaction starts so two writers queue instead of
+    # deadlocking on a lock upgrade (IMMEDIATE), and let readers run beside the writer (WAL).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

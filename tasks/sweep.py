@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError
 
 import celeryconfig as conf
 from catalog.connection import shared_client
-from catalog.errors import CatalogError, CatalogTimeout
+from catalog.errors import CatalogError, CatalogRetryableError, CatalogTimeout
 from catalog.retry import backoff_delay
 from catalog.sweep import (
     ChunkOutcome,
@@ -26,6 +27,10 @@ from catalog.sync import SyncCounters
 from tasks.app import app
 
 log = logging.getLogger("tasks.sweep")
+
+
+class CatalogRetryableDatabaseError(CatalogRetryableError):
+    """Our own database failed transiently while syncing a chunk; retried like a catalog 503."""
 
 
 @app.task(
@@ -87,6 +92,8 @@ def sweep_chunk(self, run_id: int, chunk_id: int, first_key: str, last_key: str,
         )
     except CatalogError as exc:
         error = exc
+    except DatabaseError as exc:  # a locked or restarting database is worth a retry, like a 503
+        error = CatalogRetryableDatabaseError(f"database error: {exc}")
     else:
         throttled += client.throttled_responses - throttled_before
         finish_chunk(

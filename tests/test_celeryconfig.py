@@ -11,7 +11,8 @@ from tasks.sweep import sweep, sweep_chunk
 def test_longest_countdown_and_hard_limit_are_below_the_visibility_timeout():
     assert conf.REFRESH_RETRY_CAP < conf.BROKER_VISIBILITY_TIMEOUT
     assert conf.REFRESH_TIME_LIMIT < conf.BROKER_VISIBILITY_TIMEOUT
-    assert app.conf.broker_transport_options["visibility_timeout"] == conf.BROKER_VISIBILITY_TIMEOUT
+    if app.conf.broker_url.startswith("redis://"):
+        assert app.conf.broker_transport_options["visibility_timeout"] == conf.BROKER_VISIBILITY_TIMEOUT
 
 
 def test_soft_limit_is_below_hard_limit():
