@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from django.db import transaction
 from opaque_keys.edx.keys import CourseKey
 
 from catalog.errors import CatalogError
@@ -35,8 +34,7 @@ def refresh_courses(
     if not overviews:
         return outcome
     try:
-        with transaction.atomic():
-            outcome.counters = sync_overviews(overviews, client, touch=True).counters
+        outcome.counters = sync_overviews(overviews, client, touch=True).counters
     except CatalogError as exc:
         outcome.error = exc
         log.warning("catalog refresh: %d course(s) failed: %s: %s", len(overviews), type(exc).__name__, exc)

@@ -158,9 +158,7 @@ def chunk_overviews(first_key: str, last_key: str) -> list[CourseOverview]:
 
 def sync_chunk(first_key: str, last_key: str, client: CatalogSource) -> SyncCounters:
     """Sync one chunk's courses: one bulk fetch, one guarded bulk write. Raises ``CatalogError``."""
-    overviews = chunk_overviews(first_key, last_key)
-    with transaction.atomic():
-        return sync_overviews(overviews, client).counters
+    return sync_overviews(chunk_overviews(first_key, last_key), client).counters
 
 
 @dataclass

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ccx_keys.locator import CCXLocator
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
@@ -115,7 +115,8 @@ def sync_overviews(
     the chunk's answer arrived, nor one whose fetch started after the chunk's and finished first.
     ``touch`` (single-course refreshes) stamps unchanged rows too, so a slower bulk answer can't
     overwrite them. Raises ``CatalogError`` (typed, see ``catalog.errors``) when the fetch fails;
-    nothing has been written then.
+    nothing has been written then. No transaction is held across the HTTP request: each write is
+    one guarded statement per batch, atomic by itself.
     """
     result = PageResult(SyncCounters(seen=len(overviews)))
     if not overviews:
@@ -332,8 +333,7 @@ def sweep(
     for page in overview_pages(page_size, keys=keys):
         for attempt in range(attempts):
             try:
-                with transaction.atomic():
-                    page_result = sync_overviews(page, client, dry_run=dry_run)
+                page_result = sync_overviews(page, client, dry_run=dry_run)
                 break
             except CatalogError as exc:
                 if not exc.retryable or attempt + 1 >= attempts:
