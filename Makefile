@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv/ with the project and its test and dev tools (idempotent)
 
-migrate: install ## apply database migrations (DATABASE_URL, default a SQLite file under var/)
+migrate: install ## apply database migrations and create the cache table (DATABASE_URL, default SQLite under var/)
 	$(MANAGE) migrate --noinput
+	$(MANAGE) createcachetable
 
 demo: install ## the whole pipeline end to end on embedded defaults, with a summary
 	$(PY) scripts/demo.py

@@ -59,23 +59,41 @@ def main() -> int:
     try:
         say(f"starting the stand-in catalog with {COURSES} courses")
         url_file, records = VAR / "standin.url", VAR / "courses.jsonl"
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "standin", "--port", "0", "--courses", str(COURSES),
-             "--ready-file", str(url_file), "--write-lms-records", str(records)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "standin",
+                    "--port",
+                    "0",
+                    "--courses",
+                    str(COURSES),
+                    "--ready-file",
+                    str(url_file),
+                    "--write-lms-records",
+                    str(records),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+        )
         base = wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 60, "the stand-in")
-        env.update({
-            "CATALOG_API_URL": f"{base.rstrip('/')}/api/v1/",
-            "CATALOG_OAUTH_URL": f"{base.rstrip('/')}/oauth2/access_token",
-            "CATALOG_CLIENT_ID": "standin-client",
-            "CATALOG_CLIENT_SECRET": "standin-secret",
-        })
+        env.update(
+            {
+                "CATALOG_API_URL": f"{base.rstrip('/')}/api/v1/",
+                "CATALOG_OAUTH_URL": f"{base.rstrip('/')}/oauth2/access_token",
+                "CATALOG_CLIENT_ID": "standin-client",
+                "CATALOG_CLIENT_SECRET": "standin-secret",
+            }
+        )
         print(f"   catalog at {base}")
 
         def manage(*args: str) -> str:
-            proc = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"demo: manage.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
             return proc.stdout.strip()
@@ -87,11 +105,29 @@ def main() -> int:
 
         say("starting a Celery worker (embedded SQLAlchemy broker, no server)")
         worker_log = open(VAR / "worker.log", "w")  # noqa: SIM115 -- lives as long as the worker
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-c", "2", "-Q",
-             "catalog.refresh,catalog.sweep,celery", "--loglevel=INFO", "--without-mingle", "--without-gossip"],
-            cwd=ROOT, env=env, stdout=worker_log, stderr=subprocess.STDOUT,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "tasks",
+                    "worker",
+                    "-c",
+                    "2",
+                    "-Q",
+                    "catalog.refresh,catalog.sweep,celery",
+                    "--loglevel=INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )
+        )
         wait_for(lambda: "ready" in (VAR / "worker.log").read_text(), 60, "the worker")
         print("   worker ready")
 
@@ -105,20 +141,29 @@ def main() -> int:
 
         def control(path: str, payload: dict | None = None) -> dict:
             data = json.dumps(payload).encode() if payload is not None else None
-            req = urllib.request.Request(f"{base.rstrip('/')}/_standin/{path}", data=data,
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=10) as answer:  # noqa: S310 -- our own localhost
+            req = urllib.request.Request(
+                f"{base.rstrip('/')}/_standin/{path}", data=data, headers={"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(req, timeout=10) as answer:
                 return json.loads(answer.read())
 
         first = json.loads(records.read_text().splitlines()[0])
         key = first["id"]
         say(f"publish of {key}: the overview updates in place, then the task fetches its catalog data")
         started = time.monotonic()
-        print("   " + manage("simulate_publish", key, "--display-name", first["display_name"] + " (republished)"))
-        row = wait_for(lambda: CourseOverview.objects.filter(id=key, catalog_status="ok").first(), 60,
-                       "the publish's catalog fetch")
-        print(f"   fresh after {time.monotonic() - started:.1f}s (coalescing window 1s): "
-              f"marketing_url={row.marketing_url!r} language={row.language!r}")
+        print(
+            "   "
+            + manage("simulate_publish", key, "--display-name", first["display_name"] + " (republished)")
+        )
+        row = wait_for(
+            lambda: CourseOverview.objects.filter(id=key, catalog_status="ok").first(),
+            60,
+            "the publish's catalog fetch",
+        )
+        print(
+            f"   fresh after {time.monotonic() - started:.1f}s (coalescing window 1s): "
+            f"marketing_url={row.marketing_url!r} language={row.language!r}"
+        )
 
         for label in ("first full sweep (writes)", "second full sweep (nothing changed)"):
             say(f"{label}: sync_catalog --async, fanned out in chunks on the worker")
@@ -127,14 +172,17 @@ def main() -> int:
             previous = SweepRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
             print("   " + manage("sync_catalog", "--async"))
             run = wait_for(
-                lambda p=previous: SweepRun.objects.filter(pk__gt=p).exclude(status="running").first(), 120,
+                lambda p=previous: SweepRun.objects.filter(pk__gt=p).exclude(status="running").first(),
+                120,
                 "the sweep",
             )
             stats = control("stats")
-            print(f"   sweep #{run.pk} {run.status} in {time.monotonic() - started:.1f}s: "
-                  f"{run.chunks_done} chunks, seen={run.courses_seen} updated={run.courses_updated} "
-                  f"unchanged={run.courses_unchanged} missing={run.courses_missing} "
-                  f"refused={run.courses_refused}; catalog requests={stats['requests']}")
+            print(
+                f"   sweep #{run.pk} {run.status} in {time.monotonic() - started:.1f}s: "
+                f"{run.chunks_done} chunks, seen={run.courses_seen} updated={run.courses_updated} "
+                f"unchanged={run.courses_unchanged} missing={run.courses_missing} "
+                f"refused={run.courses_refused}; catalog requests={stats['requests']}"
+            )
 
         other = json.loads(records.read_text().splitlines()[1])["id"]
         say(f"ops refresh of {other} after the catalog changed its marketing URL")
@@ -146,9 +194,12 @@ def main() -> int:
         print(f"   marketing_url is now {current.marketing_url!r}")
 
         say("summary")
-        by_status = {s: CourseOverview.objects.filter(catalog_status=s).count()
-                     for s in ("ok", "missing", "error", "never")}
-        print(f"   overviews: {CourseOverview.objects.count()} ({', '.join(f'{k}={v}' for k, v in by_status.items())})")
+        by_status = {
+            s: CourseOverview.objects.filter(catalog_status=s).count()
+            for s in ("ok", "missing", "error", "never")
+        }
+        statuses = ", ".join(f"{k}={v}" for k, v in by_status.items())
+        print(f"   overviews: {CourseOverview.objects.count()} ({statuses})")
         print(f"   sweeps: {SweepRun.objects.filter(status='complete').count()} complete")
         print(f"   admin: `make web`, then http://127.0.0.1:8000/admin/ (DATABASE_URL={env['DATABASE_URL']})")
         print("\ndemo: OK")
@@ -172,11 +223,13 @@ def _catalog_run(base: str, key: str) -> dict:
         f"{base.rstrip('/')}/oauth2/access_token",
         data=b"grant_type=client_credentials&client_id=standin-client&client_secret=standin-secret&token_type=jwt",
     )
-    with urllib.request.urlopen(token_req, timeout=10) as answer:  # noqa: S310 -- our own localhost
+    with urllib.request.urlopen(token_req, timeout=10) as answer:
         token = json.loads(answer.read())["access_token"]
-    req = urllib.request.Request(f"{base.rstrip('/')}/api/v1/course_runs/{quote(key, safe='')}/?exclude_utm=1",
-                                 headers={"Authorization": f"JWT {token}"})
-    with urllib.request.urlopen(req, timeout=10) as answer:  # noqa: S310 -- our own localhost
+    req = urllib.request.Request(
+        f"{base.rstrip('/')}/api/v1/course_runs/{quote(key, safe='')}/?exclude_utm=1",
+        headers={"Authorization": f"JWT {token}"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as answer:
         return json.loads(answer.read())
 
 
