@@ -197,3 +197,18 @@ def test_dump_overviews_prints_json_lines_with_every_documented_field():
     ):
         assert name in record
     assert record["marketing_url"] == "https://d.example/x"
+
+
+def test_refresh_course_async_enqueues_one_task_per_known_course():
+    from unittest import mock
+
+    from tasks.refresh import refresh_course
+
+    ov = CourseOverviewFactory()
+    with mock.patch.object(refresh_course, "apply_async") as apply_async:
+        out, _ = run("refresh_course", "--async", str(ov.id))
+        assert apply_async.call_args.args[0] == (str(ov.id),)
+        assert f"queued {ov.id}" in out
+        with pytest.raises(CommandError) as info:
+            run("refresh_course", "--async", str(ov.id), "course-v1:No+Such+Course")
+        assert info.value.returncode == 1 and apply_async.call_count == 2
