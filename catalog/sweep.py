@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from catalog.errors import CatalogError
@@ -181,7 +181,7 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome) -> bool:
         unchanged=c.unchanged,
         missing=c.missing,
         refused=c.refused,
-        errored=c.errored,
+        errored=F("size") if outcome.error else c.errored,  # a failed chunk: all its courses
         superseded=c.superseded,
         catalog_requests=c.catalog_requests,
         retries=outcome.retries,

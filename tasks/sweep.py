@@ -123,7 +123,7 @@ def sweep_chunk(self, run_id: int, chunk_id: int, first_key: str, last_key: str,
         run_id,
         chunk_id,
         ChunkOutcome(
-            SyncCounters(errored=0),
+            SyncCounters(),
             retries=self.request.retries,
             throttled=throttled,
             error=f"{type(error).__name__}: {error}",

@@ -207,3 +207,32 @@ def test_the_fleet_rate_limit_spreads_requests_over_seconds():
     assert now[0] - 5000.0 >= 2  # 2 per second: the 3rd and 5th waited for the next second
     assert len(slept) == 2
 
+
+
+def test_the_chunk_task_records_a_permanent_failure_with_its_courses_errored(wire):
+    from catalog.models import SweepChunk
+    from tasks.sweep import sweep_chunk
+
+    _courses(wire, 6)
+    run = sweeps.start_sweep("beat", page_size=10)
+    (chunk,) = next(sweeps.plan_chunks(run))
+    wire.before_list = lambda w: (403, {}, '{"detail": "forbidden"}')
+    assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key) == "failed"
+    chunk = SweepChunk.objects.get(pk=chunk.pk)
+    assert chunk.status == "failed" and chunk.errored == 6 and "403" in chunk.error
+    sweeps.mark_planning_done(run)
+    run = sweeps.refresh_run(run)
+    assert run.status == SweepStatus.PARTIAL and run.courses_errored == 6 and run.chunks_failed == 1
+
+
+def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
+    from tasks.sweep import sweep_chunk
+
+    _courses(wire, 6)
+    run = sweeps.start_sweep("beat", page_size=10)
+    (chunk,) = next(sweeps.plan_chunks(run))
+    sweeps.mark_planning_done(run)
+    assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key) == "done"
+    run.refresh_from_db()
+    assert run.status == SweepStatus.COMPLETE and run.courses_updated == 6
+    assert sweeps.lease_holder() is None
