@@ -47,6 +47,7 @@ class CatalogIntegration(ConfigurationModel):
         help_text="Fleet-wide cap on catalog requests per second, shared by every worker (0: no cap). "
         "The catalog throttles per user: 200/hour is about 0.055/s.",
     )
+
     class Meta(ConfigurationModel.Meta):
         verbose_name = "catalog integration configuration"
 
@@ -67,8 +68,9 @@ class SweepRun(models.Model):
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    status = models.CharField(max_length=8, choices=SweepStatus.choices, default=SweepStatus.RUNNING,
-                              db_index=True)
+    status = models.CharField(
+        max_length=8, choices=SweepStatus.choices, default=SweepStatus.RUNNING, db_index=True
+    )
     trigger = models.CharField(max_length=16, default="beat", help_text="beat, command, async, api")
     in_process = models.BooleanField(default=False, help_text="run by `sync_catalog` without --async")
     page_size_override = models.PositiveIntegerField(null=True, blank=True)

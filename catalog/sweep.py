@@ -173,7 +173,9 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome) -> bool:
     """Record a chunk's result once. False if it was already finished (a duplicate run)."""
     c = outcome.counters
     status = ChunkStatus.FAILED if outcome.error else ChunkStatus.DONE
-    written = SweepChunk.objects.filter(pk=chunk_id, status=ChunkStatus.PENDING).update(
+    written = SweepChunk.objects.filter(
+        pk=chunk_id, status=ChunkStatus.PENDING
+    ).update(
         status=status,
         finished_at=timezone.now(),
         seen=c.seen,

@@ -61,12 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_atomically(args.write_lms_records, lines)
         log.info("wrote %d LMS records to %s", len(records), args.write_lms_records)
 
-    server = StandinServer(runs, host=args.host, port=args.port, client_id=args.client_id,
-                           client_secret=args.client_secret)
+    server = StandinServer(
+        runs, host=args.host, port=args.port, client_id=args.client_id, client_secret=args.client_secret
+    )
     server.set_faults(
-        latency_ms=args.latency_ms, latency_per_item_ms=args.latency_per_item_ms,
-        insert_between_pages=args.insert_between_pages, throttle_per_window=args.throttle_per_window,
-        throttle_window_s=args.throttle_window_s, error_rate=args.error_rate, token_ttl=args.token_ttl,
+        latency_ms=args.latency_ms,
+        latency_per_item_ms=args.latency_per_item_ms,
+        insert_between_pages=args.insert_between_pages,
+        throttle_per_window=args.throttle_per_window,
+        throttle_window_s=args.throttle_window_s,
+        error_rate=args.error_rate,
+        token_ttl=args.token_ttl,
     )
     stop = threading.Event()
 

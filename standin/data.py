@@ -35,13 +35,33 @@ REFERENCE_NOW = datetime(2025, 6, 1, tzinfo=UTC)
 # (org, weight). Kept short on purpose: keys must stay short enough that 100 URL-encoded keys fit in
 # a ~4 KB URL. No org sorts before "AAAx", which early_key() relies on.
 _ORGS: list[tuple[str, int]] = [
-    ("edX", 10), ("MITx", 10), ("HarvardX", 4), ("DelftX", 4), ("UQx", 4), ("BerkeleyX", 2),
-    ("ANUx", 3), ("UBCx", 4), ("EPFLx", 3), ("KyotoUx", 2), ("IBM", 6), ("GTx", 4),
-    ("TUMx", 3), ("ColumbiaX", 1), ("RICEx", 3), ("UCSDx", 4), ("NYUx", 2), ("SNUx", 2),
+    ("edX", 10),
+    ("MITx", 10),
+    ("HarvardX", 4),
+    ("DelftX", 4),
+    ("UQx", 4),
+    ("BerkeleyX", 2),
+    ("ANUx", 3),
+    ("UBCx", 4),
+    ("EPFLx", 3),
+    ("KyotoUx", 2),
+    ("IBM", 6),
+    ("GTx", 4),
+    ("TUMx", 3),
+    ("ColumbiaX", 1),
+    ("RICEx", 3),
+    ("UCSDx", 4),
+    ("NYUx", 2),
+    ("SNUx", 2),
 ]
 # Old-style keys (Org/Num/Run) date from 2012-2015. These orgs all sort after "course-v1:" (lowercased).
 _OLD_ORGS: list[tuple[str, int]] = [
-    ("MITx", 10), ("HarvardX", 8), ("edX", 4), ("DelftX", 3), ("UTAustinX", 2), ("WellesleyX", 1),
+    ("MITx", 10),
+    ("HarvardX", 8),
+    ("edX", 4),
+    ("DelftX", 3),
+    ("UTAustinX", 2),
+    ("WellesleyX", 1),
 ]
 
 _TOPICS: dict[str, list[str]] = {
@@ -63,8 +83,16 @@ _TOPICS: dict[str, list[str]] = {
 _PREFIXES = list(_TOPICS)
 
 _TEMPLATES: dict[str | None, list[str]] = {
-    "en": ["Introduction to {t}", "{t} Fundamentals", "Advanced {t}", "Principles of {t}",
-           "{t} for Everyone", "Foundations of {t}", "Applied {t}", "{t}: A Practical Approach"],
+    "en": [
+        "Introduction to {t}",
+        "{t} Fundamentals",
+        "Advanced {t}",
+        "Principles of {t}",
+        "{t} for Everyone",
+        "Foundations of {t}",
+        "Applied {t}",
+        "{t}: A Practical Approach",
+    ],
     "es": ["Introducción a {t}", "Fundamentos de {t}", "{t} avanzada"],
     "fr": ["Introduction à {t}", "Les bases de {t}", "{t} : théorie et pratique"],
     "zh": ["{t}导论", "{t}基础"],
@@ -72,11 +100,23 @@ _TEMPLATES: dict[str | None, list[str]] = {
 
 # (content_language, weight); None means the run has no language set.
 _LANGUAGES: list[tuple[str | None, int]] = [
-    ("en-us", 60), ("en", 8), ("es", 10), ("fr", 6), ("zh-cn", 5), ("pt-br", 3), ("ar", 2), ("de", 2),
+    ("en-us", 60),
+    ("en", 8),
+    ("es", 10),
+    ("fr", 6),
+    ("zh-cn", 5),
+    ("pt-br", 3),
+    ("ar", 2),
+    ("de", 2),
     (None, 4),
 ]
 _TYPES: list[tuple[str, int]] = [
-    ("verified", 60), ("audit", 20), ("professional", 8), ("credit", 4), ("honor", 3), ("masters", 5),
+    ("verified", 60),
+    ("audit", 20),
+    ("professional", 8),
+    ("credit", 4),
+    ("honor", 3),
+    ("masters", 5),
 ]
 _STATUSES: list[tuple[str, int]] = [("published", 90), ("unpublished", 7), ("reviewed", 3)]
 _RUNS_PER_COURSE: list[tuple[int, int]] = [(1, 35), (2, 25), (3, 18), (4, 12), (5, 6), (6, 4)]
@@ -94,11 +134,11 @@ _CCX_PREFIX = "ccx-v1:"
 
 #: The kinds of hostile value ``hostilize`` can put in a run, one per run, chosen from the key.
 HOSTILE_VARIANTS = (
-    "marketing_url_javascript",   # marketing_url = "javascript:alert(1)"
-    "marketing_url_huge",         # marketing_url = a 5,000-character URL
-    "marketing_url_int",          # marketing_url = 12345 (an int)
-    "financial_aid_string",       # eligible_for_financial_aid = "yes"
-    "language_list",              # content_language = ["en", "fr"]
+    "marketing_url_javascript",  # marketing_url = "javascript:alert(1)"
+    "marketing_url_huge",  # marketing_url = a 5,000-character URL
+    "marketing_url_int",  # marketing_url = 12345 (an int)
+    "financial_aid_string",  # eligible_for_financial_aid = "yes"
+    "language_list",  # content_language = ["en", "fr"]
 )
 
 
@@ -260,10 +300,17 @@ def generate_runs(n: int, seed: int = 1) -> list[dict[str, Any]]:
                 run = f"{term}T{year}"
                 key = f"{_NEW_PREFIX}{org}+{num}+{run}"
             start = _term_start(rng, term, year)
-            runs.append(_build_run(
-                rng, key=key, course=f"{org}+{num}", title=title, slug=slug, start=start,
-                language=language if rng.random() >= 0.05 else _weighted(rng, _LANGUAGES),
-            ))
+            runs.append(
+                _build_run(
+                    rng,
+                    key=key,
+                    course=f"{org}+{num}",
+                    title=title,
+                    slug=slug,
+                    start=start,
+                    language=language if rng.random() >= 0.05 else _weighted(rng, _LANGUAGES),
+                )
+            )
             term += 1
             if term > 3:
                 term, year = 1, year + 1
@@ -281,8 +328,13 @@ def make_run(key: str, seed: int = 0, **overrides: Any) -> dict[str, Any]:
     year = int(year_match.group(1)) if year_match else 2025
     start = _term_start(rng, _randint(rng, 1, 3), year)
     run = _build_run(
-        rng, key=key, course=f"{org}+{num}", title=title,
-        slug=f"{_slugify(title)}-{org.lower()}-{_slugify(num)}", start=start, language=language,
+        rng,
+        key=key,
+        course=f"{org}+{num}",
+        title=title,
+        slug=f"{_slugify(title)}-{org.lower()}-{_slugify(num)}",
+        start=start,
+        language=language,
     )
     run.update(overrides)
     return run
@@ -315,11 +367,26 @@ def hostilize(run: Mapping[str, Any]) -> dict[str, Any]:
     return bad
 
 
-def _lms_record(key: str, display_name: str, org: str, number: str, run: str, *,
-                start: str | None, end: str | None, self_paced: bool) -> dict[str, Any]:
+def _lms_record(
+    key: str,
+    display_name: str,
+    org: str,
+    number: str,
+    run: str,
+    *,
+    start: str | None,
+    end: str | None,
+    self_paced: bool,
+) -> dict[str, Any]:
     return {
-        "id": key, "display_name": display_name, "org": org, "number": number, "run": run,
-        "start": start, "end": end, "self_paced": self_paced,
+        "id": key,
+        "display_name": display_name,
+        "org": org,
+        "number": number,
+        "run": run,
+        "start": start,
+        "end": end,
+        "self_paced": self_paced,
     }
 
 
@@ -354,18 +421,27 @@ def lms_course_records(
         self_paced = run.get("pacing_type") == "self_paced"
         title = str(run.get("title") or key)
         start, end = run.get("start"), run.get("end")
-        records.append(_lms_record(key, title, org, number, run_name,
-                                   start=start, end=end, self_paced=self_paced))
+        records.append(
+            _lms_record(key, title, org, number, run_name, start=start, end=end, self_paced=self_paced)
+        )
         if not key.startswith(_NEW_PREFIX):
             continue
         if ccx_every > 0 and new_style_index % ccx_every == 0:
             for _ in range(ccx_per_master):
                 ccx_id += 1
                 ccx_key = f"{_CCX_PREFIX}{org}+{number}+{run_name}+ccx@{ccx_id}"
-                ccx_records.append(_lms_record(
-                    ccx_key, f"{title} (Coach section {ccx_id})", org, number, run_name,
-                    start=start, end=end, self_paced=self_paced,
-                ))
+                ccx_records.append(
+                    _lms_record(
+                        ccx_key,
+                        f"{title} (Coach section {ccx_id})",
+                        org,
+                        number,
+                        run_name,
+                        start=start,
+                        end=end,
+                        self_paced=self_paced,
+                    )
+                )
         new_style_index += 1
     records.extend(ccx_records)
 
@@ -385,9 +461,17 @@ def lms_course_records(
             continue
         known.add(key.lower())
         start = _term_start(rng, 1, int(run_name[-4:]))
-        records.append(_lms_record(
-            key, f"Internal training {i}", org, number, run_name,
-            start=_iso(start), end=None, self_paced=rng.random() < 0.5,
-        ))
+        records.append(
+            _lms_record(
+                key,
+                f"Internal training {i}",
+                org,
+                number,
+                run_name,
+                start=_iso(start),
+                end=None,
+                self_paced=rng.random() < 0.5,
+            )
+        )
         added += 1
     return records

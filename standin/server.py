@@ -61,14 +61,20 @@ SERVER_ERROR_HTML = (
     '<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n'
     "  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
 )
-_REASONS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
-            504: "Gateway Time-out"}
+_REASONS = {
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Time-out",
+}
 
 
 def _gateway_html(status: int) -> str:
     title = f"{status} {_REASONS.get(status, 'Error')}"
-    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>"
-            "\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>"
+        "\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
 
 
 @dataclass
@@ -146,8 +152,14 @@ def _empty_stats() -> dict[str, Any]:
         "inserted": 0,
         "inserted_keys": [],
         "injected": {
-            "down": 0, "error": 0, "forced_429": 0, "throttled": 0, "truncated": 0, "garbage": 0,
-            "wrong_envelope": 0, "hostile": 0,
+            "down": 0,
+            "error": 0,
+            "forced_429": 0,
+            "throttled": 0,
+            "truncated": 0,
+            "garbage": 0,
+            "wrong_envelope": 0,
+            "hostile": 0,
         },
     }
 
@@ -273,9 +285,7 @@ class CatalogState:
             self._stats["inserted_keys"].extend(added)
         return added
 
-    def select(
-        self, keys: list[str] | None, exclude_hidden: bool
-    ) -> list[tuple[str, str]]:
+    def select(self, keys: list[str] | None, exclude_hidden: bool) -> list[tuple[str, str]]:
         """The (sort key, key) entries a list request covers, in list order."""
         with self.lock:
             if keys is not None:
@@ -312,10 +322,18 @@ class CatalogState:
             return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
         header = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-        payload = b64(json.dumps({
-            "iss": "http://127.0.0.1/oauth2", "sub": client_id, "scopes": ["read", "write"],
-            "iat": int(now), "exp": int(now + ttl), "jti": secrets.token_hex(8),
-        }).encode())
+        payload = b64(
+            json.dumps(
+                {
+                    "iss": "http://127.0.0.1/oauth2",
+                    "sub": client_id,
+                    "scopes": ["read", "write"],
+                    "iat": int(now),
+                    "exp": int(now + ttl),
+                    "jti": secrets.token_hex(8),
+                }
+            ).encode()
+        )
         token = f"{header}.{payload}.{b64(secrets.token_bytes(32))}"
         with self.lock:
             self._tokens[token] = (client_id, time.monotonic() + ttl)
@@ -572,7 +590,7 @@ class _Handler(BaseHTTPRequestHandler):
                 route = "token"
                 reply = self._token(method, body)
             elif path.startswith(RUNS_PATH) and path.endswith("/"):
-                raw = path[len(RUNS_PATH):-1]
+                raw = path[len(RUNS_PATH) : -1]
                 route = "list" if raw == "" else "detail"
                 if route == "detail":
                     key = unquote(raw)
@@ -617,11 +635,19 @@ class _Handler(BaseHTTPRequestHandler):
             return _json_reply(401, {"error": "invalid_client"})
         if form.get("token_type", "").lower() != "jwt":
             # An opaque Bearer token: the catalog's JWT authentication will not accept it.
-            return _json_reply(200, {"access_token": secrets.token_urlsafe(24), "expires_in": 36000,
-                                     "token_type": "Bearer", "scope": "read write"})
+            return _json_reply(
+                200,
+                {
+                    "access_token": secrets.token_urlsafe(24),
+                    "expires_in": 36000,
+                    "token_type": "Bearer",
+                    "scope": "read write",
+                },
+            )
         token, ttl = self.state.issue_token(client_id)
-        return _json_reply(200, {"access_token": token, "expires_in": ttl, "token_type": "JWT",
-                                 "scope": "read write"})
+        return _json_reply(
+            200, {"access_token": token, "expires_in": ttl, "token_type": "JWT", "scope": "read write"}
+        )
 
     def _authenticate(self) -> str:
         """The client behind the request's JWT; raises a 401 reply otherwise."""
@@ -647,7 +673,8 @@ class _Handler(BaseHTTPRequestHandler):
         seconds = max(1, math.ceil(wait))
         unit = "second" if seconds == 1 else "seconds"
         return _json_reply(
-            429, {"detail": f"Request was throttled. Expected available in {seconds} {unit}."},
+            429,
+            {"detail": f"Request was throttled. Expected available in {seconds} {unit}."},
             {"Retry-After": str(seconds)},
         )
 
@@ -775,8 +802,11 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 offset = 0
             start, stop = offset, min(offset + limit, count)
-            next_url = (_with_query(url, {"limit": limit, "offset": offset + limit})
-                        if offset + limit < count else None)
+            next_url = (
+                _with_query(url, {"limit": limit, "offset": offset + limit})
+                if offset + limit < count
+                else None
+            )
             if offset <= 0:
                 prev_url = None
             elif offset - limit <= 0:
@@ -818,8 +848,15 @@ class _Handler(BaseHTTPRequestHandler):
                     created = state.upsert_many(upserts)
                     deleted = state.delete_many(str(k) for k in deletes)
                     total = len(state)
-                return _json_reply(200, {"created": created, "updated": len(upserts) - created,
-                                         "deleted": deleted, "count": total})
+                return _json_reply(
+                    200,
+                    {
+                        "created": created,
+                        "updated": len(upserts) - created,
+                        "deleted": deleted,
+                        "count": total,
+                    },
+                )
             if path == CONTROL_PREFIX + "health" and method == "GET":
                 return _json_reply(200, {"ok": True, "count": len(state)})
         except (ValueError, TypeError, KeyError) as exc:
@@ -892,8 +929,10 @@ class StandinServer:
         if self._httpd is None:
             self._httpd = _HTTPServer((self.host, self.requested_port), self.state)
             self._thread = threading.Thread(
-                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                name=f"standin-{self.port}", daemon=True,
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.1},
+                name=f"standin-{self.port}",
+                daemon=True,
             )
             self._thread.start()
             log.info("stand-in catalog serving %d runs at %s", len(self.state), self.base_url)

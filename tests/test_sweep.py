@@ -176,8 +176,9 @@ def test_a_slow_per_course_answer_does_not_overwrite_a_fresher_chunk(wire, clien
 
 
 def test_a_429_pauses_every_client_until_retry_after(wire, client_config):
-    wire.before_list = lambda w: (429, {"Retry-After": "30"}, '{"detail": "Request was throttled."}') \
-        if w.list_requests == 1 else None
+    wire.before_list = lambda w: (
+        (429, {"Retry-After": "30"}, '{"detail": "Request was throttled."}') if w.list_requests == 1 else None
+    )
     now = [1000.0]
     first = CatalogClient(client_config, gate=FleetThrottle(clock=lambda: now[0]))
     second = CatalogClient(client_config, gate=FleetThrottle(clock=lambda: now[0]))
@@ -206,7 +207,6 @@ def test_the_fleet_rate_limit_spreads_requests_over_seconds():
         gate.before_request()
     assert now[0] - 5000.0 >= 2  # 2 per second: the 3rd and 5th waited for the next second
     assert len(slept) == 2
-
 
 
 def test_the_chunk_task_records_a_permanent_failure_with_its_courses_errored(wire):

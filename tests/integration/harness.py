@@ -68,8 +68,13 @@ class Service:
 
     def manage(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
-            [sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True, text=True,
-            input=stdin, timeout=300,
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=300,
         )
         if check and proc.returncode != 0:
             raise AssertionError(
@@ -84,13 +89,34 @@ class Service:
         out = self.manage("dump_overviews").stdout
         return {rec["id"]: rec for rec in map(json.loads, out.splitlines())}
 
-    def start_worker(self, *, concurrency: int = 1, queues: str = "catalog.refresh,catalog.sweep,celery",
-                     name: str = "w1") -> subprocess.Popen:
+    def start_worker(
+        self, *, concurrency: int = 1, queues: str = "catalog.refresh,catalog.sweep,celery", name: str = "w1"
+    ) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{name}.log", "w")  # noqa: SIM115 -- closed with the process
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
-             "-n", f"{name}@%h", "--without-mingle", "--without-gossip", "--loglevel=INFO", "-P", "prefork"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "tasks",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-n",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel=INFO",
+                "-P",
+                "prefork",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.workers.append(proc)
         wait_until(
