@@ -21,7 +21,8 @@ import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# The Redis that `scripts/services.py ensure` answers for (TEST_REDIS_PORT, default 6379).
+REDIS_URL = f"redis://127.0.0.1:{os.environ.get('TEST_REDIS_PORT', '6379')}"
 BROKER_DB, CACHE_DB = 15, 14
 
 
