@@ -8,7 +8,7 @@ MANAGE     := $(PY) manage.py
 STAMP      := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test test-unit test-integration lint run web worker beat bench migrate clean
+.PHONY: help install demo test lint run web worker beat standin bench migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ test: install ## the whole suite; starts Redis if nothing answers on 127.0.0.1:6
 
 lint: install ## ruff
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 web: migrate ## the web process alone (admin + API) on 127.0.0.1:8000
 	$(MANAGE) runserver 127.0.0.1:8000
@@ -48,6 +48,9 @@ beat: migrate ## Celery beat in the foreground
 
 run: migrate ## web + worker + beat in the foreground (Ctrl-C stops all)
 	$(PY) scripts/run.py
+
+standin: install ## the bundled stand-in catalog on 127.0.0.1:8765 (settings.dev's default catalog)
+	$(PY) -m standin --port 8765 --courses 3200 --write-lms-records var/standin-courses.jsonl
 
 bench: install ## benchmarks: prints a table, writes bench/results/*.json
 	$(PY) scripts/services.py ensure

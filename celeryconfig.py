@@ -11,6 +11,8 @@ from __future__ import annotations
 from django.conf import settings
 from kombu import Queue
 
+from catalog.retry import RetryPolicy
+
 REFRESH_QUEUE = "catalog.refresh"
 SWEEP_QUEUE = "catalog.sweep"
 
@@ -53,10 +55,15 @@ REFRESH_TIME_LIMIT = 120  # seconds: the process is killed
 # HTTP requests one task attempt may make in the worst case: token, request, token after a 401,
 # the request again. Timeouts are clamped so that these all fit in the soft limit.
 REFRESH_HTTP_ATTEMPTS = 4
-# Retries: exponential backoff with full jitter, Retry-After as a floor.
+# Retries: exponential backoff with full jitter, Retry-After as a floor (catalog.retry.next_retry).
 REFRESH_RETRY_BASE = 2.0  # seconds
-REFRESH_RETRY_CAP = 120.0  # seconds, the longest single countdown
-REFRESH_MAX_RETRIES = 12  # bounds 2+4+...+120: up to ~11 minutes, ~6 expected: rides out an outage
+REFRESH_RETRY_CAP = 120.0  # seconds, the largest jittered backoff
+# 12 retries: ceilings 2+4+...+64+120*6 = 846 s at most, ~7 minutes expected: rides out an outage.
+REFRESH_MAX_RETRIES = 12
+# No countdown is longer, whatever Retry-After says: a retried message waits in the worker
+# unacked, and must be acked before the visibility timeout. A longer throttle is waited out in
+# several fleet-pause steps, which spend no retries.
+MAX_COUNTDOWN = 900.0
 # Publishes of one course within this many seconds cost one catalog fetch (the first publish
 # schedules the fetch this much later; the others find it pending).
 PUBLISH_COALESCE_WINDOW = float(getattr(settings, "CATALOG_PUBLISH_COALESCE_WINDOW", 2.0))
@@ -73,3 +80,10 @@ SWEEP_CHUNK_HTTP_ATTEMPTS = 12
 SWEEP_EXPIRES = 3600
 
 beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+
+REFRESH_RETRY_POLICY = RetryPolicy(
+    base=REFRESH_RETRY_BASE,
+    cap=REFRESH_RETRY_CAP,
+    max_retries=REFRESH_MAX_RETRIES,
+    max_countdown=MAX_COUNTDOWN,
+)

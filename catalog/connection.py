@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from catalog.client import CatalogClient, ClientConfig
-from catalog.models import CatalogIntegration
+from catalog.models import CatalogIntegration, current_config
 from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
 from catalog.throttle import FleetThrottle
 
@@ -18,7 +18,7 @@ def client_config(
 ) -> ClientConfig:
     """The client's configuration. ``timeout_budget`` caps connect + read timeouts (seconds), so
     that a task's worst-case HTTP attempts fit inside its soft time limit."""
-    config = config or CatalogIntegration.current()
+    config = config or current_config()
     missing = [name for name in _REQUIRED if not getattr(settings, name, None)]
     if missing:
         raise ImproperlyConfigured(
@@ -43,15 +43,28 @@ class CatalogCallsDisabled(RuntimeError):
     """The kill switch is on (``catalog.switches.DISABLE_CATALOG_CALLS``)."""
 
 
+def why_calls_are_off(config: CatalogIntegration | None = None) -> str | None:
+    """Why no catalog call may be made now (the kill switch, or the admin's ``enabled``), or None."""
+    if catalog_calls_disabled():
+        return f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
+    if not (config or current_config()).enabled:
+        return "the catalog integration is disabled in the admin (Catalog integration configuration)"
+    return None
+
+
+def _allowed_config(config: CatalogIntegration | None) -> CatalogIntegration:
+    config = config or current_config()
+    reason = why_calls_are_off(config)
+    if reason:
+        raise CatalogCallsDisabled(reason)
+    return config
+
+
 def build_client(
     config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
 ) -> CatalogClient:
-    """A client for the configured catalog; refuses while the kill switch is on."""
-    if catalog_calls_disabled():
-        raise CatalogCallsDisabled(
-            f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
-        )
-    config = config or CatalogIntegration.current()
+    """A client for the configured catalog; refuses while calls are off (``CatalogCallsDisabled``)."""
+    config = _allowed_config(config)
     gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
     return CatalogClient(client_config(config, timeout_budget=timeout_budget), gate=gate)
 
@@ -66,11 +79,7 @@ def shared_client(
     token and its pooled connections are reused (a token request per task would double the
     catalog requests of a publish). Call it inside the task, after the worker has forked; don't
     close it. A configuration change (admin, environment) builds a new one and closes the old."""
-    if catalog_calls_disabled():
-        raise CatalogCallsDisabled(
-            f"catalog calls are disabled by the waffle switch {DISABLE_CATALOG_CALLS!r}"
-        )
-    config = config or CatalogIntegration.current()
+    config = _allowed_config(config)
     client_cfg = client_config(config, timeout_budget=timeout_budget)
     client = _shared.get(client_cfg)
     if client is None:

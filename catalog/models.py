@@ -5,6 +5,7 @@ from __future__ import annotations
 from config_models.models import ConfigurationModel
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from edx_django_utils.cache import RequestCache
 
 DEFAULT_PAGE_SIZE = 100
 
@@ -53,6 +54,17 @@ class CatalogIntegration(ConfigurationModel):
 
     def __str__(self) -> str:
         return f"CatalogIntegration(enabled={self.enabled}, page_size={self.page_size})"
+
+
+def current_config() -> CatalogIntegration:
+    """The newest configuration, at most ``cache_timeout`` seconds old in every process.
+
+    config_models caches rows in the shared cache (cleared on save) and, per thread, in a request
+    cache that only a web middleware clears; workers and long loops have no requests, so that
+    per-thread copy is dropped first, or a process would keep its first value until restarted.
+    """
+    RequestCache.clear_all_namespaces()
+    return CatalogIntegration.current()
 
 
 class SweepStatus(models.TextChoices):

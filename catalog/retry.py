@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
-from catalog.errors import CatalogError, is_retryable
+from catalog.errors import CatalogError, CatalogThrottled, is_retryable
 
-__all__ = ["backoff_delay", "is_retryable"]
+__all__ = ["RetryPolicy", "backoff_delay", "is_retryable", "next_retry"]
 
 
 def backoff_delay(
@@ -28,3 +29,29 @@ def backoff_delay(
     if retry_after:
         delay = max(delay, float(retry_after))
     return delay
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    base: float  # seconds: the first backoff's ceiling
+    cap: float  # seconds: the largest jittered backoff
+    max_retries: int  # failed attempts after which a task gives up (the sweep repairs it)
+    max_countdown: float  # seconds: no countdown longer, whatever Retry-After says (visibility timeout)
+
+
+def next_retry(exc: BaseException, retries: int, policy: RetryPolicy) -> tuple[float, int] | None:
+    """``(countdown, retries after this one)`` for a failed attempt, or None to give up.
+
+    Not retryable -> None. A fleet pause (another worker saw the 429: ``CatalogThrottled`` with
+    no status, no request was sent) waits it out without spending a retry. Anything else retryable
+    spends one: full-jitter backoff, the catalog's Retry-After as a floor, ``max_countdown`` as a
+    ceiling (a longer throttle is then waited out as a fleet pause, still without spending retries).
+    """
+    if not is_retryable(exc):
+        return None
+    if isinstance(exc, CatalogThrottled) and exc.status is None:
+        return min(float(exc.retry_after or 1.0), policy.max_countdown), retries
+    if retries >= policy.max_retries:
+        return None
+    delay = backoff_delay(retries, base=policy.base, cap=policy.cap, exc=exc)
+    return min(delay, policy.max_countdown), retries + 1

@@ -29,7 +29,7 @@ from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from catalog.errors import CatalogError
-from catalog.models import CatalogIntegration, ChunkStatus, SweepChunk, SweepRun, SweepStatus
+from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
 from catalog.sync import READ_FIELDS, CatalogSource, SyncCounters, sync_overviews
 from overviews.models import CourseOverview
 
@@ -109,7 +109,7 @@ def release_lease(run_id: int) -> None:
 
 def page_size_for(run: SweepRun) -> int:
     """The run's override, else the admin's current page size (read anew for every batch)."""
-    return run.page_size_override or CatalogIntegration.current().page_size
+    return run.page_size_override or current_config().page_size
 
 
 def pending_chunks(run: SweepRun) -> list[SweepChunk]:
@@ -229,7 +229,12 @@ def refresh_run(run: SweepRun) -> SweepRun:
     fields = [*_ROLLUP, "chunks_done", "chunks_failed"]
     finished = run.status == SweepStatus.RUNNING and run.planning_done and pending == 0
     if finished:
-        run.status = SweepStatus.PARTIAL if run.chunks_failed else SweepStatus.COMPLETE
+        if not run.chunks_failed:
+            run.status = SweepStatus.COMPLETE
+        elif run.chunks_failed == run.chunks_total:
+            run.status = SweepStatus.FAILED
+        else:
+            run.status = SweepStatus.PARTIAL
         run.finished_at = timezone.now()
         fields += ["status", "finished_at"]
     # Only a running run is updated: two finishers racing cannot finish it twice.

@@ -48,6 +48,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "waffle.middleware.WaffleMiddleware",
+    # config_models caches configuration per thread in edx-django-utils' request cache: clear it
+    # after every request, so that a change in the admin reaches long-lived web threads.
+    "edx_django_utils.cache.middleware.RequestCacheMiddleware",
 ]
 
 ROOT_URLCONF = "urls"

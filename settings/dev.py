@@ -4,3 +4,9 @@ from settings.base import *  # noqa: F403
 from settings.env import env_bool
 
 DEBUG = env_bool("DJANGO_DEBUG", True)
+
+# The bundled stand-in catalog (`python -m standin`, port 8765 by default) unless told otherwise.
+CATALOG_API_URL = CATALOG_API_URL or "http://127.0.0.1:8765/api/v1/"  # noqa: F405
+CATALOG_OAUTH_URL = CATALOG_OAUTH_URL or "http://127.0.0.1:8765/oauth2/access_token"  # noqa: F405
+CATALOG_CLIENT_ID = CATALOG_CLIENT_ID or "standin-client"  # noqa: F405
+CATALOG_CLIENT_SECRET = CATALOG_CLIENT_SECRET or "standin-secret"  # noqa: F405

@@ -8,6 +8,9 @@ SECRET_KEY = env_required("DJANGO_SECRET_KEY", forbidden=("dev-only-insecure-sec
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
 env_required("DATABASE_URL")
 CELERY_BROKER_URL = env_required("CELERY_BROKER_URL")
+# The coalescing markers, the sweep lease and the fleet throttle need a shared, atomic cache.
+CACHE_URL = env_required("CACHE_URL")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 CATALOG_API_URL = env_required("CATALOG_API_URL")
 CATALOG_OAUTH_URL = env_required("CATALOG_OAUTH_URL")
 CATALOG_CLIENT_ID = env_required("CATALOG_CLIENT_ID")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import logging
 
 from celery.exceptions import SoftTimeLimitExceeded
+from django.db import DatabaseError
 from opaque_keys import InvalidKeyError
 
 import celeryconfig as conf
 from catalog import coalesce
-from catalog.connection import shared_client
-from catalog.errors import CatalogTimeout
+from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
+from catalog.errors import CatalogError, CatalogRetryableError, CatalogTimeout
 from catalog.keys import parse_course_key
 from catalog.refresh import refresh_courses
-from catalog.retry import backoff_delay
-from catalog.switches import catalog_calls_disabled
+from catalog.retry import next_retry
 from tasks.app import app
 
 log = logging.getLogger("tasks.refresh")
@@ -22,6 +22,10 @@ log = logging.getLogger("tasks.refresh")
 # A pending marker outlives the window by this much, so a delayed task still finds it; if the task
 # is lost altogether, the next publish after this TTL schedules a new one (and the sweep repairs).
 PENDING_SLACK = 60.0
+
+
+class TransientDatabaseError(CatalogRetryableError):
+    """Our own database failed transiently (locked, restarting); retried like a catalog 503."""
 
 
 def enqueue_refresh(course_key: str, *, countdown: float | None = None) -> bool:
@@ -40,57 +44,59 @@ def enqueue_refresh(course_key: str, *, countdown: float | None = None) -> bool:
     reject_on_worker_lost=True,
     soft_time_limit=conf.REFRESH_SOFT_TIME_LIMIT,
     time_limit=conf.REFRESH_TIME_LIMIT,
-    max_retries=conf.REFRESH_MAX_RETRIES,
+    max_retries=None,  # counted in `retries` by catalog.retry.next_retry (pauses spend none)
     ignore_result=True,
 )
-def refresh_course(self, course_key: str) -> str:
+def refresh_course(self, course_key: str, retries: int = 0) -> str:
     """Fetch one course's catalog data (a CCX course: its master's) and write what changed."""
     try:
         key = parse_course_key(course_key)
     except InvalidKeyError:
         log.error("catalog task: invalid course key %r dropped", course_key)
         return "invalid"
-    if catalog_calls_disabled():
+    reason = why_calls_are_off()
+    if reason:
         coalesce.clear_pending(course_key)
-        log.info("catalog task: catalog calls are disabled; %s not fetched", course_key)
+        log.info("catalog task: %s not fetched: %s", course_key, reason)
         return "disabled"
     token = coalesce.acquire_running(course_key, ttl=conf.REFRESH_TIME_LIMIT + 5, owner=self.request.id)
     if token is None:
         # Another fetch of this course is running: come back after it (a new message, so the
-        # error-retry budget is untouched); `pending` stays set so further publishes coalesce here.
+        # retry budget is untouched); `pending` stays set so further publishes coalesce here.
         refresh_course.apply_async((course_key,), countdown=conf.PUBLISH_COALESCE_WINDOW)
         return "deferred"
+    error: CatalogError
     try:
         coalesce.clear_pending(course_key)
         client = shared_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS)
         outcome = refresh_courses([key], client)
+    except CatalogCallsDisabled as exc:
+        log.info("catalog task: %s not fetched: %s", course_key, exc)
+        return "disabled"
     except SoftTimeLimitExceeded:
-        outcome = None
-        error: Exception = CatalogTimeout(f"task soft time limit ({conf.REFRESH_SOFT_TIME_LIMIT}s) exceeded")
-    finally:
-        coalesce.release_running(course_key, token)
-    if outcome is not None:
+        error = CatalogTimeout(f"task soft time limit ({conf.REFRESH_SOFT_TIME_LIMIT}s) exceeded")
+    except DatabaseError as exc:
+        error = TransientDatabaseError(f"database error: {exc}")
+    else:
         if outcome.not_found:
             log.info("catalog task: no overview for %s (deleted?); nothing to do", course_key)
             return "no-overview"
         if outcome.error is None:
             return "ok"
-        error = outcome.error
-    if not getattr(error, "retryable", False):
-        return "error"  # recorded on the row as catalog_status=error by refresh_courses
-    if self.request.retries >= conf.REFRESH_MAX_RETRIES:
-        log.error(
-            "catalog task: %s gave up after %d retries: %s (the sweep will repair it)",
-            course_key,
-            self.request.retries,
-            error,
-        )
-        return "gave-up"
-    countdown = backoff_delay(
-        self.request.retries, base=conf.REFRESH_RETRY_BASE, cap=conf.REFRESH_RETRY_CAP, exc=error
-    )
-    countdown = min(countdown, conf.REFRESH_RETRY_CAP)
-    log.warning(
-        "catalog task: %s: %s; retry %d in %.1fs", course_key, error, self.request.retries + 1, countdown
-    )
-    raise self.retry(countdown=countdown, exc=error)
+        error = outcome.error  # a permanent one is already recorded on the row
+    finally:
+        coalesce.release_running(course_key, token)
+    plan = next_retry(error, retries, conf.REFRESH_RETRY_POLICY)
+    if plan is None:
+        if error.retryable:
+            log.error(
+                "catalog task: %s gave up after %d retries: %s (the sweep will repair it)",
+                course_key,
+                retries,
+                error,
+            )
+            return "gave-up"
+        return "error"
+    countdown, retries = plan
+    log.warning("catalog task: %s: %s; retry %d in %.1fs", course_key, error, retries, countdown)
+    raise self.retry(countdown=countdown, kwargs={"retries": retries}, exc=error)

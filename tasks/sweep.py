@@ -8,9 +8,9 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.db import DatabaseError
 
 import celeryconfig as conf
-from catalog.connection import shared_client
-from catalog.errors import CatalogError, CatalogRetryableError, CatalogTimeout
-from catalog.retry import backoff_delay
+from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
+from catalog.errors import CatalogError, CatalogTimeout
+from catalog.retry import next_retry
 from catalog.sweep import (
     ChunkOutcome,
     finish_chunk,
@@ -22,15 +22,11 @@ from catalog.sweep import (
     start_sweep,
     sync_chunk,
 )
-from catalog.switches import catalog_calls_disabled
 from catalog.sync import SyncCounters
 from tasks.app import app
+from tasks.refresh import TransientDatabaseError
 
 log = logging.getLogger("tasks.sweep")
-
-
-class CatalogRetryableDatabaseError(CatalogRetryableError):
-    """Our own database failed transiently while syncing a chunk; retried like a catalog 503."""
 
 
 @app.task(
@@ -44,8 +40,9 @@ class CatalogRetryableDatabaseError(CatalogRetryableError):
 def sweep(trigger: str = "beat", page_size: int | None = None) -> str:
     """Start (or resume) the full resync and dispatch its chunks; returns at once. Single flight:
     a second trigger while a sweep runs is a logged no-op."""
-    if catalog_calls_disabled():
-        log.info("catalog sweep: catalog calls are disabled; no sweep")
+    reason = why_calls_are_off()
+    if reason:
+        log.info("catalog sweep: no sweep: %s", reason)
         return "disabled"
     run = start_sweep(trigger, page_size=page_size)
     if run is None:
@@ -75,58 +72,51 @@ def _dispatch(run_id: int, chunk) -> None:
     reject_on_worker_lost=True,
     soft_time_limit=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT,
     time_limit=conf.SWEEP_CHUNK_TIME_LIMIT,
-    max_retries=conf.REFRESH_MAX_RETRIES,
+    max_retries=None,  # counted in `retries` by catalog.retry.next_retry (pauses spend none)
     ignore_result=True,
 )
-def sweep_chunk(self, run_id: int, chunk_id: int, first_key: str, last_key: str, throttled: int = 0) -> str:
+def sweep_chunk(
+    self, run_id: int, chunk_id: int, first_key: str, last_key: str, retries: int = 0, throttled: int = 0
+) -> str:
     """Sync one chunk of a sweep; retryable errors retry with backoff, like the per-course task."""
-    if catalog_calls_disabled():
-        return "disabled"  # stays pending; the sweep resumes it once calls are allowed again
-    client = shared_client(timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS)
+    try:
+        client = shared_client(
+            timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
+        )
+    except CatalogCallsDisabled as exc:
+        log.info("catalog sweep: chunk %s of sweep #%s not run: %s", chunk_id, run_id, exc)
+        return "disabled"  # stays pending; the next trigger resumes the sweep once calls are back
     throttled_before = client.throttled_responses
+    error: CatalogError
     try:
         counters = sync_chunk(first_key, last_key, client)
     except SoftTimeLimitExceeded:
-        error: CatalogError = CatalogTimeout(
-            f"chunk soft time limit ({conf.SWEEP_CHUNK_SOFT_TIME_LIMIT}s) exceeded"
-        )
+        error = CatalogTimeout(f"chunk soft time limit ({conf.SWEEP_CHUNK_SOFT_TIME_LIMIT}s) exceeded")
     except CatalogError as exc:
         error = exc
     except DatabaseError as exc:  # a locked or restarting database is worth a retry, like a 503
-        error = CatalogRetryableDatabaseError(f"database error: {exc}")
+        error = TransientDatabaseError(f"database error: {exc}")
     else:
         throttled += client.throttled_responses - throttled_before
-        finish_chunk(
-            run_id, chunk_id, ChunkOutcome(counters, retries=self.request.retries, throttled=throttled)
-        )
+        finish_chunk(run_id, chunk_id, ChunkOutcome(counters, retries=retries, throttled=throttled))
         return "done"
     throttled += client.throttled_responses - throttled_before
     heartbeat(run_id)  # waiting out a throttle or an outage is not death
-    if error.retryable and self.request.retries < conf.REFRESH_MAX_RETRIES:
-        countdown = min(
-            backoff_delay(
-                self.request.retries, base=conf.REFRESH_RETRY_BASE, cap=conf.REFRESH_RETRY_CAP, exc=error
-            ),
-            conf.REFRESH_RETRY_CAP,
-        )
+    plan = next_retry(error, retries, conf.REFRESH_RETRY_POLICY)
+    if plan is not None:
+        countdown, retries = plan
         log.warning(
             "catalog sweep: chunk %s of sweep #%s: %s; retry %d in %.1fs",
             chunk_id,
             run_id,
             error,
-            self.request.retries + 1,
+            retries,
             countdown,
         )
-        raise self.retry(countdown=countdown, kwargs={"throttled": throttled}, exc=error)
+        raise self.retry(countdown=countdown, kwargs={"retries": retries, "throttled": throttled}, exc=error)
     log.error("catalog sweep: chunk %s of sweep #%s failed: %s", chunk_id, run_id, error)
-    finish_chunk(
-        run_id,
-        chunk_id,
-        ChunkOutcome(
-            SyncCounters(),
-            retries=self.request.retries,
-            throttled=throttled,
-            error=f"{type(error).__name__}: {error}",
-        ),
+    outcome = ChunkOutcome(
+        SyncCounters(), retries=retries, throttled=throttled, error=f"{type(error).__name__}: {error}"
     )
+    finish_chunk(run_id, chunk_id, outcome)
     return "failed"

@@ -222,7 +222,8 @@ def test_the_chunk_task_records_a_permanent_failure_with_its_courses_errored(wir
     assert chunk.status == "failed" and chunk.errored == 6 and "403" in chunk.error
     sweeps.mark_planning_done(run)
     run = sweeps.refresh_run(run)
-    assert run.status == SweepStatus.PARTIAL and run.courses_errored == 6 and run.chunks_failed == 1
+    # its only chunk failed: the run failed (with some chunks done it would be "partial")
+    assert run.status == SweepStatus.FAILED and run.courses_errored == 6 and run.chunks_failed == 1
 
 
 def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
@@ -236,3 +237,15 @@ def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
     run.refresh_from_db()
     assert run.status == SweepStatus.COMPLETE and run.courses_updated == 6
     assert sweeps.lease_holder() is None
+
+
+def test_a_rate_below_one_per_second_spaces_requests_instead_of_blocking_them():
+    now = [18 * 1000.0]  # the start of an 18-second window
+    gate = FleetThrottle(rate_per_second=200 / 3600, clock=lambda: now[0], sleep=lambda s: None)
+    assert (gate.window, gate.allowed) == (18, 1)
+    gate.before_request()  # the window's one request goes through
+    with pytest.raises(CatalogThrottled) as info:  # the next waits for the next window
+        gate.before_request()
+    assert 17 <= info.value.retry_after <= 18 and info.value.status is None
+    now[0] += 18
+    gate.before_request()

@@ -1,3 +1,4 @@
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.connection import CatalogCallsDisabled, build_client
@@ -31,7 +32,7 @@ class Command(BaseCommand):
         try:
             with build_client() as client:
                 outcome = refresh_courses(keys, client)
-        except CatalogCallsDisabled as exc:
+        except (CatalogCallsDisabled, ImproperlyConfigured) as exc:
             raise CommandError(str(exc), returncode=EXIT_FETCH_FAILED) from exc
         for key in outcome.not_found:
             self.stderr.write(f"no overview for {key}")
@@ -42,13 +43,12 @@ class Command(BaseCommand):
             raise CommandError("some courses have no overview", returncode=EXIT_FETCH_FAILED)
 
     def _enqueue(self, keys):
-        from catalog.switches import catalog_calls_disabled
+        from catalog.connection import why_calls_are_off
         from tasks.refresh import refresh_course
 
-        if catalog_calls_disabled():
-            raise CommandError(
-                "catalog calls are disabled by the kill switch; nothing queued", returncode=EXIT_FETCH_FAILED
-            )
+        reason = why_calls_are_off()
+        if reason:
+            raise CommandError(f"{reason}; nothing queued", returncode=EXIT_FETCH_FAILED)
         known = set(CourseOverview.objects.filter(id__in=keys).values_list("id", flat=True))
         for key in keys:
             if key not in known:

@@ -1,10 +1,11 @@
 import time
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.connection import CatalogCallsDisabled, build_client
-from catalog.models import CatalogIntegration, SweepStatus
+from catalog.models import SweepStatus, current_config
 from catalog.retry import backoff_delay
 from catalog.sweep import run_in_process, start_sweep
 from catalog.sync import sweep as dry_run_sweep
@@ -35,7 +36,7 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true", help="no progress bar; one summary line")
 
     def handle(self, *args, **options):
-        config = CatalogIntegration.current()
+        config = current_config()
         if not config.enabled:
             raise CommandError(
                 "the catalog integration is disabled (admin: Catalog integration configuration)",
@@ -47,9 +48,12 @@ class Command(BaseCommand):
         if options["run_async"]:
             if options["dry_run"]:
                 raise CommandError("--dry-run runs in this process; drop --async", returncode=EXIT_USAGE)
+            import celeryconfig
             from tasks.sweep import sweep
 
-            result = sweep.apply_async(kwargs={"trigger": "command", "page_size": page_size})
+            result = sweep.apply_async(
+                kwargs={"trigger": "command", "page_size": page_size}, expires=celeryconfig.SWEEP_EXPIRES
+            )
             self.stdout.write(f"sync_catalog: sweep enqueued (task {result.id}); progress in the admin")
             return
         try:
@@ -58,7 +62,7 @@ class Command(BaseCommand):
                     self._dry_run(client, page_size or config.page_size, config, options)
                 else:
                     self._sweep(client, page_size, config, options)
-        except CatalogCallsDisabled as exc:
+        except (CatalogCallsDisabled, ImproperlyConfigured) as exc:
             raise CommandError(str(exc), returncode=EXIT_INCOMPLETE) from exc
 
     def _progress(self, options):
