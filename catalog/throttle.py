@@ -24,7 +24,9 @@ log = logging.getLogger("catalog.throttle")
 
 PAUSE_KEY = "catalog_sync:throttle:paused_until"
 _SLOT_KEY = "catalog_sync:throttle:slot:{}"
-MAX_RATE_WAIT = 5.0  # seconds a request waits for a rate slot before giving up as throttled
+# Seconds a request may wait in-process for a rate slot (a 200/hour quota has 18-second slots);
+# beyond that it raises CatalogThrottled and the task waits the rest out as a fleet pause.
+MAX_RATE_WAIT = 30.0
 
 
 class FleetThrottle:

@@ -241,11 +241,23 @@ def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
 
 def test_a_rate_below_one_per_second_spaces_requests_instead_of_blocking_them():
     now = [18 * 1000.0]  # the start of an 18-second window
-    gate = FleetThrottle(rate_per_second=200 / 3600, clock=lambda: now[0], sleep=lambda s: None)
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    gate = FleetThrottle(rate_per_second=200 / 3600, clock=lambda: now[0], sleep=sleep)
     assert (gate.window, gate.allowed) == (18, 1)
-    gate.before_request()  # the window's one request goes through
-    with pytest.raises(CatalogThrottled) as info:  # the next waits for the next window
-        gate.before_request()
-    assert 17 <= info.value.retry_after <= 18 and info.value.status is None
-    now[0] += 18
+    gate.before_request()  # the window's one request goes through at once
+    gate.before_request()  # the next waits in-process for the next window
+    assert slept == [18.0]
+
+
+def test_a_rate_slot_too_far_away_is_waited_out_as_a_pause():
+    now = [100 * 1000.0]
+    gate = FleetThrottle(rate_per_second=0.01, clock=lambda: now[0], sleep=lambda s: None)
     gate.before_request()
+    with pytest.raises(CatalogThrottled) as info:  # 100-second slots: longer than an in-task wait
+        gate.before_request()
+    assert info.value.status is None and 99 <= info.value.retry_after <= 100
