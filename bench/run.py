@@ -1,4 +1,4 @@
-"""Benchmarks: ``make bench`` = ``.venv/bin/python bench/run.py [--only NAME ...] [--quick]``.
+"""Benchmarks: ``make bench`` = ``.venv/bin/python bench/run.py [--only NAME ...] [--quick] [--db DB]``.
 
 Each benchmark runs in its own Python process (Django reads its settings once per process, and each
 benchmark has its own database, broker and cache), prints a table and writes
@@ -27,7 +27,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench import publish_receiver, publish_to_fresh, sweep_sync  # noqa: E402
+from bench import (  # noqa: E402
+    page_size_curve,
+    publish_receiver,
+    publish_to_fresh,
+    sweep_scale,
+    sweep_sync,
+    sweep_workers,
+)
 from bench.common import (  # noqa: E402
     RESULTS_DIR,
     BenchContext,
@@ -46,6 +53,10 @@ BENCHMARKS: dict[str, Benchmark] = {
     "publish_receiver": publish_receiver.run,
     "publish_to_fresh": publish_to_fresh.run,
     "sweep_sync_3200": sweep_sync.make(courses=3200, page_size=100, insert_between_pages=5),
+    # The scale benchmarks (issue 4): PostgreSQL when it answers, else SQLite (--db forces one).
+    "sweep_scale": sweep_scale.run,
+    "sweep_workers": sweep_workers.run,
+    "page_size_curve": page_size_curve.run,
 }
 
 CHILD_TIMEOUT = 900  # seconds per benchmark
@@ -63,12 +74,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run, not figures to quote")
     p.add_argument("--keep-tmp", action="store_true", help="keep each benchmark's temp dir (DB, logs)")
+    p.add_argument(
+        "--db",
+        choices=("postgres", "sqlite"),
+        help="database of the scale benchmarks (sweep_scale, sweep_workers, page_size_curve): default "
+        "PostgreSQL (database catalog_bench on 127.0.0.1:5432) when it answers, else a SQLite file; "
+        "sets BENCH_DB",
+    )
     p.add_argument("--in-process", action="store_true", help=argparse.SUPPRESS)  # one benchmark, here
     return p
 
 
 def _command(args: argparse.Namespace, name: str) -> str:
-    return f".venv/bin/python bench/run.py --only {name}" + (" --quick" if args.quick else "")
+    return (
+        f".venv/bin/python bench/run.py --only {name}"
+        + (" --quick" if args.quick else "")
+        + (f" --db {args.db}" if args.db else "")
+    )
 
 
 def run_here(name: str, args: argparse.Namespace) -> int:
@@ -117,6 +139,8 @@ def _run_child(cmd: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     names = args.only or list(BENCHMARKS)
+    if args.db:
+        os.environ["BENCH_DB"] = args.db  # read by bench.lms in each benchmark's process
     if args.in_process:
         if len(names) != 1:
             sys.exit("--in-process runs exactly one benchmark")
@@ -132,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--in-process", "--only", name]
         cmd += ["--quick"] if args.quick else []
         cmd += ["--keep-tmp"] if args.keep_tmp else []
+        cmd += ["--db", args.db] if args.db else []
         t0 = time.monotonic()
         rc = _run_child(cmd)
         outcome[name] = {0: "ok", 1: "CHECK FAILED", -1: "TIMEOUT"}.get(rc, f"ERROR (exit {rc})")
