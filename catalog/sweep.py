@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, F, Q, Sum
+from django.db.models import CharField, Count, F, Q, Sum
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from catalog.errors import CatalogError
 from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
-from catalog.sync import READ_FIELDS, CatalogSource, SyncCounters, sync_overviews
+from catalog.sync import CatalogSource, SyncCounters, SyncRow, read_rows, sync_overviews
 from overviews.models import CourseOverview
 
 log = logging.getLogger("catalog.sweep")
@@ -122,10 +123,11 @@ def plan_chunks(
     """Plan the rest of the run, ``PLAN_BATCH`` chunks a step, checkpointing the cursor."""
     while not run.planning_done:
         size = page_size(run)
-        keys_qs = CourseOverview.objects.order_by("id").values_list("id", flat=True)
+        keys_qs = CourseOverview.objects.order_by("id")
         if run.cursor:
             keys_qs = keys_qs.filter(id__gt=run.cursor)
-        keys = [str(key) for key in keys_qs[: size * PLAN_BATCH]]
+        # the stored strings: parsing 100,000 keys only to print them again is pure cost
+        keys = list(keys_qs.values_list(Cast("id", output_field=CharField()), flat=True)[: size * PLAN_BATCH])
         chunks = [
             SweepChunk(
                 run=run,
@@ -149,11 +151,9 @@ def plan_chunks(
             yield chunks
 
 
-def chunk_overviews(first_key: str, last_key: str) -> list[CourseOverview]:
+def chunk_overviews(first_key: str, last_key: str) -> list[SyncRow]:
     """The chunk's rows now: courses added to the range since planning are included."""
-    return list(
-        CourseOverview.objects.only(*READ_FIELDS).filter(id__gte=first_key, id__lte=last_key).order_by("id")
-    )
+    return read_rows(CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).order_by("id"))
 
 
 def sync_chunk(first_key: str, last_key: str, client: CatalogSource) -> SyncCounters:
