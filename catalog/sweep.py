@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -31,7 +32,16 @@ from django.utils import timezone
 
 from catalog.errors import CatalogError
 from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
-from catalog.sync import CatalogSource, SyncCounters, SyncRow, read_rows, sync_overviews
+from catalog.sync import (
+    CatalogSource,
+    Fetched,
+    SyncCounters,
+    SyncRow,
+    apply_runs,
+    fetch_runs,
+    read_rows,
+    sync_overviews,
+)
 from overviews.models import CourseOverview
 
 log = logging.getLogger("catalog.sweep")
@@ -283,19 +293,24 @@ def run_in_process(
     backoff: Callable[[int, BaseException], float],
     on_chunk: Callable[[SweepChunk, SyncCounters], None] | None = None,
 ) -> SweepRun:
-    """The same sweep, run in this process chunk by chunk (``sync_catalog`` without --async)."""
+    """The same sweep, run in this process chunk by chunk (``sync_catalog`` without --async).
+
+    Pipelined: while this thread reads, compares and writes chunk k, a second thread already
+    fetches chunk k+1 from the catalog (the fetch touches no database), so the catalog's latency
+    overlaps our own work. A chunk whose fetch failed is retried here, synchronously; one that
+    keeps failing stops the sweep (what earlier chunks wrote stays).
+    """
 
     def chunks() -> Iterator[SweepChunk]:
         yield from pending_chunks(run)
         for batch in plan_chunks(run):
             yield from batch
 
-    for chunk in chunks():
+    def complete(chunk: SweepChunk, rows: list[SyncRow], fetching: Future[Fetched]) -> bool:
         retries = 0
-        throttled_before = getattr(client, "throttled_responses", 0)
         while True:
             try:
-                counters = sync_chunk(chunk.first_key, chunk.last_key, client)
+                fetched = fetching.result() if retries == 0 else fetch_runs(rows, client)
                 break
             except CatalogError as exc:
                 if not exc.retryable or retries + 1 >= attempts:
@@ -305,14 +320,27 @@ def run_in_process(
                     )
                     log.error("catalog sweep: sweep #%s stopped: %s", run.pk, error)
                     fail_run(run, error)
-                    return run
+                    return False
                 delay = backoff(retries, exc)
                 retries += 1
                 log.warning("catalog sweep: chunk %s: %s; retrying in %.1fs", chunk.seq, exc, delay)
                 sleep(delay)
-        throttled = getattr(client, "throttled_responses", 0) - throttled_before
-        finish_chunk(run.pk, chunk.pk, ChunkOutcome(counters, retries=retries, throttled=throttled))
+        counters = apply_runs(rows, fetched).counters
+        outcome = ChunkOutcome(counters, retries=retries, throttled=fetched.throttled)
+        finish_chunk(run.pk, chunk.pk, outcome)
         if on_chunk:
             on_chunk(chunk, counters)
+        return True
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-fetch") as fetcher:
+        in_flight: tuple[SweepChunk, list[SyncRow], Future[Fetched]] | None = None
+        for chunk in chunks():
+            rows = chunk_overviews(chunk.first_key, chunk.last_key)
+            following = (chunk, rows, fetcher.submit(fetch_runs, rows, client))
+            if in_flight is not None and not complete(*in_flight):
+                return run
+            in_flight = following
+        if in_flight is not None and not complete(*in_flight):
+            return run
     mark_planning_done(run)
     return refresh_run(run)

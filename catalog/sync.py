@@ -151,21 +151,60 @@ def sync_overviews(
     nothing has been written then. No transaction is held across the HTTP request: each write is
     one guarded statement per batch, atomic by itself.
     """
-    result = PageResult(SyncCounters(seen=len(overviews)))
+    return apply_runs(overviews, fetch_runs(overviews, client), dry_run=dry_run, touch=touch)
+
+
+@dataclass
+class Fetched:
+    """A catalog answer for some overviews, and when it was asked for and received."""
+
+    wanted: dict[Any, str]  # overview key -> the catalog key it takes its data from
+    runs: dict[str, dict]
+    sent_at: datetime
+    received_at: datetime
+    requests: int
+    throttled: int = 0  # 429 answers met on the way
+
+
+def fetch_runs(overviews: Sequence[CourseOverview | SyncRow], client: CatalogSource) -> Fetched:
+    """The network half of a sync: one bulk fetch (no database access, so it may run in another
+    thread while this thread writes the previous page). Raises ``CatalogError``."""
+    wanted = {ov.id: catalog_key_for(ov.id) for ov in overviews}
+    requests_before = client.requests_made
+    throttled_before = getattr(client, "throttled_responses", 0)
+    sent_at = timezone.now()
+    runs = client.get_course_runs(sorted(set(wanted.values()))) if wanted else {}
+    return Fetched(
+        wanted,
+        runs,
+        sent_at,
+        timezone.now(),
+        requests=client.requests_made - requests_before,
+        throttled=getattr(client, "throttled_responses", 0) - throttled_before,
+    )
+
+
+def apply_runs(
+    overviews: Sequence[CourseOverview | SyncRow],
+    fetched: Fetched,
+    *,
+    dry_run: bool = False,
+    touch: bool = False,
+) -> PageResult:
+    """The database half of a sync: validate, compare and write what changed (see
+    ``sync_overviews``)."""
+    result = PageResult(SyncCounters(seen=len(overviews), catalog_requests=fetched.requests))
     if not overviews:
         return result
     counters = result.counters
-    wanted = {ov.id: catalog_key_for(ov.id) for ov in overviews}
-    requests_before = client.requests_made
-    sent_at = timezone.now()
-    try:
-        runs = client.get_course_runs(sorted(set(wanted.values())))
-    finally:
-        counters.catalog_requests += client.requests_made - requests_before
-    received_at = timezone.now()
+    wanted, sent_at, received_at = fetched.wanted, fetched.sent_at, fetched.received_at
     # The catalog matches keys without regard to case and answers with its own spelling.
-    by_lower = {key.lower(): run for key, run in runs.items()}
-    runs = {key: run for key in set(wanted.values()) if (run := runs.get(key) or by_lower.get(key.lower()))}
+    by_lower = {key.lower(): run for key, run in fetched.runs.items()}
+    runs = {
+        key: run
+        for key in set(wanted.values())
+        if (run := fetched.runs.get(key) or by_lower.get(key.lower()))
+    }
     counters.ignored = len(by_lower) - len(runs)
 
     mapped: dict[str, dict[str, Any] | RefusedRecord] = {}
