@@ -240,25 +240,7 @@ class CatalogClient:
 
     def chunk_keys(self, keys: Sequence[str]) -> list[list[str]]:
         """Split ``keys`` in order so that each bulk request URL stays under ``max_url_length``."""
-        limit = self.config.max_url_length
-        # The page_size value is at most len(keys): reserve that many digits for every chunk.
-        fixed = len(self._list_url(_bulk_query([]), 1, len(keys)))
-        chunks: list[list[str]] = []
-        chunk: list[str] = []
-        length = fixed
-        for key in keys:
-            size = len(quote(key, safe=""))
-            if fixed + size >= limit:
-                raise ValueError(f"course key too long for max_url_length={limit}: {key[:80]!r}")
-            extra = size + (1 if chunk else 0)
-            if chunk and length + extra >= limit:
-                chunks.append(chunk)
-                chunk, length, extra = [], fixed, size
-            chunk.append(key)
-            length += extra
-        if chunk:
-            chunks.append(chunk)
-        return chunks
+        return split_keys_for_urls(self.config.api_url, keys, self.config.max_url_length)
 
     # -- paging -----------------------------------------------------------------------------------
 
@@ -619,6 +601,33 @@ def _short(url: str) -> str:
     if len(url) <= _MESSAGE_URL_LENGTH:
         return url
     return f"{url[:_MESSAGE_URL_LENGTH]}...({len(url)} chars)"
+
+
+def split_keys_for_urls(api_url: str, keys: Sequence[str], max_url_length: int) -> list[list[str]]:
+    """Split ``keys`` in order into groups whose bulk request URL stays under ``max_url_length``.
+
+    The sweep plans its chunks with it too, so that a chunk is one request: a chunk of several
+    requests would be retried all or nothing.
+    """
+    limit = max_url_length
+    # The page_size value is at most len(keys): reserve that many digits for every chunk.
+    fixed = len(f"{api_url}course_runs/?{_bulk_query([])}&page=1&page_size={len(keys)}")
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    length = fixed
+    for key in keys:
+        size = len(quote(key, safe=""))
+        if fixed + size >= limit:
+            raise ValueError(f"course key too long for max_url_length={limit}: {key[:80]!r}")
+        extra = size + (1 if chunk else 0)
+        if chunk and length + extra >= limit:
+            chunks.append(chunk)
+            chunk, length, extra = [], fixed, size
+        chunk.append(key)
+        length += extra
+    if chunk:
+        chunks.append(chunk)
+    return chunks
 
 
 def _bulk_query(chunk: Sequence[str]) -> str:

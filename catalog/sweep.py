@@ -30,6 +30,7 @@ from django.db.models import CharField, Count, F, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from catalog.client import split_keys_for_urls
 from catalog.errors import CatalogError
 from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
 from catalog.sync import (
@@ -140,13 +141,9 @@ def plan_chunks(
         keys = list(keys_qs.values_list(Cast("id", output_field=CharField()), flat=True)[: size * PLAN_BATCH])
         chunks = [
             SweepChunk(
-                run=run,
-                seq=run.chunks_total + i,
-                first_key=group[0],
-                last_key=group[-1],
-                size=len(group),
+                run=run, seq=run.chunks_total + i, first_key=group[0], last_key=group[-1], size=len(group)
             )
-            for i, group in enumerate(keys[start : start + size] for start in range(0, len(keys), size))
+            for i, group in enumerate(_one_request_groups(keys, size))
         ]
         with transaction.atomic():
             chunks = SweepChunk.objects.bulk_create(chunks)
@@ -159,6 +156,21 @@ def plan_chunks(
         heartbeat(run.pk)
         if chunks:
             yield chunks
+
+
+def _one_request_groups(keys: list[str], size: int) -> Iterator[list[str]]:
+    """Groups of at most ``size`` keys, each small enough for one catalog request (one URL under
+    ``max_url_length``): a chunk is then one request, never retried all or nothing."""
+    api_url = settings.CATALOG_API_URL
+    if api_url and not api_url.endswith("/"):
+        api_url += "/"  # as the client normalises it
+    max_url_length = current_config().max_url_length
+    for start in range(0, len(keys), size):
+        group = keys[start : start + size]
+        if api_url:
+            yield from split_keys_for_urls(api_url, group, max_url_length)
+        else:  # no catalog configured (the chunks will fail to fetch anyway)
+            yield group
 
 
 def chunk_overviews(first_key: str, last_key: str) -> list[SyncRow]:

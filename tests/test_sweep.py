@@ -261,3 +261,11 @@ def test_a_rate_slot_too_far_away_is_waited_out_as_a_pause():
     with pytest.raises(CatalogThrottled) as info:  # 100-second slots: longer than an in-task wait
         gate.before_request()
     assert info.value.status is None and 99 <= info.value.retry_after <= 100
+
+
+def test_a_large_page_size_is_planned_as_chunks_of_one_request_each(wire, catalog_client):
+    _courses(wire, 300)
+    run = _run(catalog_client, sweeps.start_sweep("command", page_size=1000))
+    assert run.status == SweepStatus.COMPLETE and run.courses_updated == 300
+    # 300 keys of ~36 encoded characters do not fit one 4 KB URL: several chunks, one request each
+    assert run.chunks_total > 1 and wire.list_requests == run.chunks_total
