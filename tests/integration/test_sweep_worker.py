@@ -118,9 +118,10 @@ def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin)
     stale_url = standin.state.get(key)["marketing_url"] + "-stale"
     new_url = standin.state.get(key)["marketing_url"] + "-fresher"
     standin.state.update(key, marketing_url=stale_url)  # what the chunk will read
-    service.start_worker(concurrency=2)
+    # one process per chunk (200 courses plan as 2 one-request chunks) and one for the publish
+    service.start_worker(concurrency=3)
     # the chunk's answer is slow (per item); a one-course answer is fast
-    standin.set_faults(latency_per_item_ms=40)
+    standin.set_faults(latency_per_item_ms=100)  # ~10 s for a chunk of ~100, 0.1 s for one course
     standin.reset_stats()
     service.manage("sync_catalog", "--async", "--page-size", "200")
     wait_until(lambda: standin.stats()["list"] >= 1, 30, what="the chunk's request in flight")
