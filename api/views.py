@@ -18,10 +18,9 @@ from rest_framework.views import APIView
 from api.health import health_report
 from api.permissions import IsSelfOrStaff
 from api.serializers import CourseEnrollmentSerializer, CourseOverviewSerializer
-from catalog.connection import CatalogCallsDisabled, build_client
+from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are_off
 from catalog.keys import parse_course_key
 from catalog.refresh import refresh_courses
-from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
 from enrollments.models import CourseEnrollment
 from overviews.models import CourseOverview
 from tasks.refresh import refresh_course
@@ -62,12 +61,9 @@ class CourseOverviewRefreshView(AuthenticatedAPIView):
             return _error(status.HTTP_400_BAD_REQUEST, f"malformed course key: {course_key!r}")
         if not CourseOverview.objects.filter(id=key).exists():
             return _error(status.HTTP_404_NOT_FOUND, f"no course overview for {key}", course_key=str(key))
-        if catalog_calls_disabled():
-            return _error(
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                f"catalog calls are disabled by the switch {DISABLE_CATALOG_CALLS!r}",
-                course_key=str(key),
-            )
+        reason = why_calls_are_off()  # the kill switch, or the integration disabled in the admin
+        if reason:
+            return _error(status.HTTP_503_SERVICE_UNAVAILABLE, reason, course_key=str(key))
         if request.query_params.get("sync", "").lower() in _TRUE:
             return self._refresh_now(key)
         try:

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from kombu.exceptions import OperationalError as BrokerError
 
-from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
+from catalog.connection import why_calls_are_off
 from overviews.models import CourseOverview
 
 # The "Refresh from catalog" action queues one task per course: more than this is a sweep's job.
@@ -32,12 +32,9 @@ class CourseOverviewAdmin(admin.ModelAdmin):
         """Queue the per-course catalog task for each selected overview, now (no coalescing)."""
         from tasks.refresh import refresh_course  # the Celery app is built on first use only
 
-        if catalog_calls_disabled():
-            self.message_user(
-                request,
-                f"Catalog calls are disabled (switch {DISABLE_CATALOG_CALLS!r}): nothing was queued.",
-                messages.WARNING,
-            )
+        reason = why_calls_are_off()  # the kill switch, or the integration disabled in the admin
+        if reason:
+            self.message_user(request, f"{reason.capitalize()}: nothing was queued.", messages.WARNING)
             return
         # At most one key over the limit is read: "select all" over the whole table costs nothing.
         keys = list(queryset.order_by().values_list("id", flat=True)[: MAX_ADMIN_REFRESH + 1])

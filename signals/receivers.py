@@ -33,6 +33,8 @@ def update_overview_in_place(sender: Any, course_key: CourseKey, **content: Any)
         raise TypeError(f"course_key must be a CourseKey, got {type(course_key).__name__}")
     defaults = {name: value for name, value in content.items() if name in CONTENT_FIELDS}
     _, created = CourseOverview.objects.update_or_create(id=course_key, defaults=defaults)
+    # The kill switch: content only, no fetch queued. (With the admin's `enabled` off the task is
+    # still queued and stops before the network: the receiver stays at one cached switch read.)
     if catalog_calls_disabled():
         return
     transaction.on_commit(partial(_after_commit, str(course_key), created), robust=True)

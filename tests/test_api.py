@@ -488,3 +488,17 @@ def test_admin_action_is_not_offered_to_staff_without_change_permission(client, 
         == 403
     )
     assert not queued.called
+
+
+@pytest.mark.parametrize("query", ["", "?sync=1"])
+def test_refresh_with_the_integration_disabled_in_the_admin_is_503_and_does_nothing(
+    query, staff, wire, queued
+):
+    from catalog.models import CatalogIntegration
+
+    CatalogIntegration.objects.create(enabled=False)
+    overview()
+    response = logged_in(staff).post(refresh_url(KEY) + query)
+    assert response.status_code == 503
+    assert "disabled in the admin" in response.json()["error"]
+    assert wire.list_requests == 0 and not queued.called
