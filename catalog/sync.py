@@ -344,9 +344,8 @@ def _update_with_case(overviews: Sequence[CourseOverview | SyncRow], not_after: 
     return written
 
 
-def record_error(overviews: Sequence[CourseOverview], message: str, *, now: datetime | None = None) -> None:
+def record_error(overviews: Sequence[CourseOverview], message: str) -> None:
     """Mark these overviews as failed with ``message``; their catalog-owned values are kept."""
-    now = now or timezone.now()
     for overview in overviews:
         overview.catalog_status = CatalogStatus.ERROR
         overview.catalog_error = message[:2000]
