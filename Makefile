@@ -1,7 +1,8 @@
 # catalog-sync: keeps an Open edX LMS's course overviews in sync with the catalog.
 # `make help` lists the targets.
 
-PYTHON_BIN ?= python3.11
+# A Python 3.12 interpreter: PYTHON_BIN if set, else python3.12 on PATH, else pyenv's (scripts/find-python).
+PYTHON_BIN ?=
 VENV       := .venv
 PY         := $(VENV)/bin/python
 MANAGE     := $(PY) manage.py
@@ -14,8 +15,9 @@ help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON_BIN) >/dev/null || { echo "need $(PYTHON_BIN) on PATH"; exit 1; }
-	test -x $(PY) || $(PYTHON_BIN) -m venv $(VENV)
+	@set -e; interp=$$(PYTHON_BIN="$(PYTHON_BIN)" sh scripts/find-python); \
+	if ! { test -x $(PY) && $(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 12))'; }; then \
+	  rm -rf $(VENV); echo "creating $(VENV) with $$interp"; "$$interp" -m venv $(VENV); fi
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
