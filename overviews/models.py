@@ -27,6 +27,15 @@ CATALOG_FIELDS: tuple[str, ...] = ("marketing_url", "eligible_for_financial_aid"
 
 SYNC_FIELDS: tuple[str, ...] = ("catalog_synced_at", "catalog_status", "catalog_error")
 
+# When the catalog was last asked and last answered for a course, and a pending refresh request.
+# Written by the sync alongside SYNC_FIELDS; listed apart so the sync's guarded bulk write of
+# SYNC_FIELDS keeps its shape.
+CHECK_FIELDS: tuple[str, ...] = (
+    "catalog_checked_at",
+    "catalog_attempted_at",
+    "catalog_refresh_requested_at",
+)
+
 
 class CatalogStatus(models.TextChoices):
     NEVER = "never", "never synced"
@@ -59,7 +68,16 @@ class CourseOverview(models.Model):
     language = models.CharField(max_length=16, null=True, blank=True)  # noqa: DJ001
 
     # Sync metadata.
+    # "Last changed": the last time catalog-owned values (or the status) were written.
     catalog_synced_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # "Last checked": the last time the catalog answered for this course, changed or not
+    # (including "not in the catalog"). Staleness is measured from here.
+    catalog_checked_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    # The last time a fetch of this course was tried, whether it succeeded or failed.
+    catalog_attempted_at = models.DateTimeField(null=True, blank=True)
+    # Outbox marker: set when a publish or refresh request asks for a fetch, cleared when a fetch
+    # completes; a row with it set is owed a fetch even if the queued task was lost.
+    catalog_refresh_requested_at = models.DateTimeField(null=True, blank=True, db_index=True)
     catalog_status = models.CharField(
         max_length=8, choices=CatalogStatus.choices, default=CatalogStatus.NEVER, db_index=True
     )
