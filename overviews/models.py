@@ -45,7 +45,10 @@ class CatalogStatus(models.TextChoices):
 
 
 class CourseOverview(models.Model):
-    id = CourseKeyField(max_length=255, primary_key=True)
+    # One rule for key case on every database: exact and case-sensitive. CourseKeyField's default
+    # gives SQLite a NOCASE collation (so `=` ignored case there) while PostgreSQL compares exactly;
+    # case_sensitive=True makes SQLite's column BINARY, as PostgreSQL's already is.
+    id = CourseKeyField(max_length=255, primary_key=True, case_sensitive=True)
 
     # Content fields (publish / import).
     display_name = models.TextField(blank=True, default="")
