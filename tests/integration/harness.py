@@ -1,14 +1,26 @@
-"""Real processes for integration tests: a database file, Redis, a Celery worker, manage.py.
+"""Real processes for integration tests: a database, a broker, a cache, Celery workers, manage.py.
 
-The test process serves the stand-in catalog over HTTP from a thread; a real worker process (and
-manage.py subprocesses, as an operator would run them) share a SQLite file, Redis as broker and
-cache, and the stand-in's URL through the environment.
+The test process serves the stand-in catalog over HTTP from a thread; real worker processes (and
+manage.py subprocesses, as an operator would run them) share the database, the broker, the cache
+and the stand-in's URL through the environment. A ``Service`` runs on one of the supported stacks:
+
+- ``embedded``: the defaults on a laptop. A SQLite file, Django's database cache (table
+  ``catalog_sync_cache``), kombu's SQLAlchemy transport on a SQLite file as the broker.
+- ``redis-pg``: Redis as broker (db 15) and cache (db 14), PostgreSQL (a fresh database per Service).
+- ``rabbitmq-pg``: RabbitMQ as broker (a fresh vhost per Service when ``rabbitmqctl`` can make one,
+  else the default vhost with our three queues purged), Redis as cache (db 14), PostgreSQL.
+
+Servers are found at 127.0.0.1 on TEST_REDIS_PORT (6379), TEST_PG_PORT (5432) and TEST_RABBIT_PORT
+(5672); ``scripts/services.py ensure`` starts any that is silent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +33,13 @@ import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-# The Redis that `scripts/services.py ensure` answers for (TEST_REDIS_PORT, default 6379).
+# The servers that `scripts/services.py ensure` answers for.
 REDIS_URL = f"redis://127.0.0.1:{os.environ.get('TEST_REDIS_PORT', '6379')}"
+PG_PORT = int(os.environ.get("TEST_PG_PORT", "5432"))
+RABBIT_PORT = int(os.environ.get("TEST_RABBIT_PORT", "5672"))
 BROKER_DB, CACHE_DB = 15, 14
+STACKS = ("embedded", "redis-pg", "rabbitmq-pg")
+QUEUES = ("catalog.refresh", "catalog.sweep", "celery")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.1, what: str = "") -> Any:
@@ -37,36 +53,118 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
         time.sleep(interval)
 
 
+def pg_admin_url(dbname: str = "postgres") -> str:
+    return f"postgresql://postgres@127.0.0.1:{PG_PORT}/{dbname}"
+
+
 class Service:
-    """One deployment of the service for a test: env, manage.py, workers."""
+    """One deployment of the service for a test: env, manage.py, workers, on one stack.
+
+    ``redis_url`` points the Redis stacks at another Redis (the Redis-restart test starts its own).
+    """
 
     def __init__(
-        self, tmp: Path, standin: Any, *, coalesce_window: float = 1.0, lease_ttl: float = 600
+        self,
+        tmp: Path,
+        standin: Any,
+        *,
+        coalesce_window: float = 1.0,
+        lease_ttl: float = 600,
+        stack: str = "redis-pg",
+        redis_url: str | None = None,
     ) -> None:
+        if stack not in STACKS:
+            raise ValueError(f"unknown stack {stack!r}: one of {', '.join(STACKS)}")
         self.tmp = tmp
         self.standin = standin
+        self.stack = stack
+        self.redis_url = redis_url or REDIS_URL
         self.workers: list[subprocess.Popen] = []
-        self.env = {
+        self.pg_db: str | None = None  # the PostgreSQL database of this Service (dropped by stop())
+        self._pg_dropped = False
+        self.vhost: str | None = None
+        env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "settings.dev",
             "DJANGO_DEBUG": "0",
-            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
-            "CELERY_BROKER_URL": f"{REDIS_URL}/{BROKER_DB}",
-            "CACHE_URL": f"{REDIS_URL}/{CACHE_DB}",
             "CATALOG_API_URL": standin.api_url,
             "CATALOG_OAUTH_URL": standin.oauth_url,
             "CATALOG_CLIENT_ID": standin.client_id,
             "CATALOG_CLIENT_SECRET": standin.client_secret,
             "CATALOG_PUBLISH_COALESCE_WINDOW": str(coalesce_window),
-            "CATALOG_SWEEP_LEASE_TTL": str(int(lease_ttl)),
+            "CATALOG_SWEEP_LEASE_TTL": str(max(1, round(lease_ttl))),
             "CATALOG_SYNC_VAR_DIR": str(tmp / "var"),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
-        for db in (BROKER_DB, CACHE_DB):
-            redis.Redis.from_url(f"{REDIS_URL}/{db}").flushdb()
-        self.manage("migrate", "--noinput")
+        for name in ("CACHE_URL", "CELERY_BROKER_URL", "DATABASE_URL"):
+            env.pop(name, None)
+        (tmp / "var").mkdir(parents=True, exist_ok=True)
+        try:
+            self.env = self._stack_env(env)
+            self.manage("migrate", "--noinput")
+            # Until a migration creates the database cache's table, `migrate` alone leaves it out
+            # on the embedded stack; createcachetable is a no-op once the table exists.
+            if stack == "embedded":
+                self.manage("createcachetable")
+        except BaseException:
+            self.stop()  # no database or vhost left behind by a Service that never started
+            raise
 
+    def _stack_env(self, env: dict[str, str]) -> dict[str, str]:
+        tmp, stack = self.tmp, self.stack
+        if stack == "embedded":
+            env["DATABASE_URL"] = f"sqlite:///{tmp / 'db.sqlite3'}"
+            env["CELERY_BROKER_URL"] = f"sqla+sqlite:///{tmp / 'var' / 'broker.sqlite3'}"
+        else:
+            self.pg_db = self._create_pg_database()
+            env["DATABASE_URL"] = f"postgres://postgres@127.0.0.1:{PG_PORT}/{self.pg_db}"
+            env["CACHE_URL"] = f"{self.redis_url}/{CACHE_DB}"
+            redis.Redis.from_url(f"{self.redis_url}/{CACHE_DB}").flushdb()
+            if stack == "redis-pg":
+                env["CELERY_BROKER_URL"] = f"{self.redis_url}/{BROKER_DB}"
+                redis.Redis.from_url(f"{self.redis_url}/{BROKER_DB}").flushdb()
+            else:
+                env["CELERY_BROKER_URL"] = self._rabbit_broker_url()
+        return env
+
+    # --- stack setup -------------------------------------------------------------------------
+    @staticmethod
+    def _create_pg_database() -> str:
+        import psycopg
+
+        name = f"cs_it_{secrets.token_hex(6)}"
+        with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return name
+
+    def _rabbit_broker_url(self) -> str:
+        """A fresh vhost when rabbitmqctl can make one (nothing left from another test), else the
+        default vhost with our queues purged."""
+        rabbitmqctl = shutil.which("rabbitmqctl")
+        if rabbitmqctl and RABBIT_PORT == 5672:
+            vhost = f"cs_it_{secrets.token_hex(6)}"
+            made = subprocess.run([rabbitmqctl, "add_vhost", vhost], capture_output=True, timeout=60)
+            if made.returncode == 0:
+                self.vhost = vhost
+                subprocess.run(
+                    [rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+                    capture_output=True,
+                    check=True,
+                    timeout=60,
+                )
+                return f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}/{vhost}"
+        url = f"amqp://guest:guest@127.0.0.1:{RABBIT_PORT}//"
+        from kombu import Connection
+
+        with Connection(url) as conn:
+            channel = conn.channel()
+            for queue in QUEUES:
+                with contextlib.suppress(Exception):
+                    channel.queue_purge(queue)
+        return url
+
+    # --- operator's commands -------------------------------------------------------------------
     def manage(self, *args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             [sys.executable, "manage.py", *args],
@@ -90,8 +188,9 @@ class Service:
         out = self.manage("dump_overviews").stdout
         return {rec["id"]: rec for rec in map(json.loads, out.splitlines())}
 
+    # --- processes -----------------------------------------------------------------------------
     def start_worker(
-        self, *, concurrency: int = 1, queues: str = "catalog.refresh,catalog.sweep,celery", name: str = "w1"
+        self, *, concurrency: int = 1, queues: str = ",".join(QUEUES), name: str = "w1"
     ) -> subprocess.Popen:
         log = open(self.tmp / f"worker-{name}.log", "w")  # noqa: SIM115 -- closed with the process
         proc = subprocess.Popen(
@@ -126,22 +225,46 @@ class Service:
         assert proc.poll() is None, self.worker_log(name)
         return proc
 
+    def start_process(self, args: list[str], *, name: str) -> subprocess.Popen:
+        """Another long-running process of this deployment (``celery beat``, ...), logged to
+        ``<name>.log`` and stopped with the workers."""
+        log = open(self.tmp / f"{name}.log", "w")  # noqa: SIM115 -- closed with the process
+        proc = subprocess.Popen(args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+        return proc
+
     def kill_worker(self, proc: subprocess.Popen) -> None:
         """SIGKILL a worker and its pool: no warm shutdown, nothing acked or requeued."""
-        for child in psutil.Process(proc.pid).children(recursive=True):
-            child.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
         proc.kill()
         proc.wait()
 
-    def sql(self, query: str) -> list[tuple]:
-        """Read the service's database directly (SQLite file)."""
+    def sql(self, query: str, params: tuple | list = ()) -> list[tuple]:
+        """Query the service's database directly (SQLite file or PostgreSQL), autocommit."""
+        if self.stack != "embedded":
+            import psycopg
+
+            with psycopg.connect(pg_admin_url(self.pg_db), autocommit=True) as conn:
+                cur = conn.execute(query.replace("?", "%s") if params else query, params or None)
+                return cur.fetchall() if cur.description else []
         import sqlite3
 
-        with sqlite3.connect(self.tmp / "db.sqlite3", timeout=30) as conn:
-            return conn.execute(query).fetchall()
+        conn = sqlite3.connect(self.tmp / "db.sqlite3", timeout=30)
+        try:
+            with conn:
+                cur = conn.execute(query, params)
+                return cur.fetchall()
+        finally:
+            conn.close()
 
     def worker_log(self, name: str = "w1") -> str:
         path = self.tmp / f"worker-{name}.log"
+        return path.read_text() if path.exists() else ""
+
+    def log(self, name: str) -> str:
+        path = self.tmp / f"{name}.log"
         return path.read_text() if path.exists() else ""
 
     def pool_children(self, proc: subprocess.Popen) -> list[psutil.Process]:
@@ -155,7 +278,18 @@ class Service:
             try:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    child.kill()
-                proc.kill()
-                proc.wait()
+                self.kill_worker(proc)
+        self.workers.clear()
+        if self.pg_db and not self._pg_dropped:
+            import psycopg
+
+            with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
+            self._pg_dropped = True
+        if self.vhost:
+            subprocess.run(
+                [shutil.which("rabbitmqctl") or "rabbitmqctl", "delete_vhost", self.vhost],
+                capture_output=True,
+                timeout=60,
+            )
+            self.vhost = None
