@@ -34,7 +34,7 @@ def refresh_courses(
     if not overviews:
         return outcome
     try:
-        outcome.counters = sync_overviews(overviews, client, touch=True).counters
+        outcome.counters = sync_overviews(overviews, client).counters
     except CatalogError as exc:
         outcome.error = exc
         log.warning("catalog refresh: %d course(s) failed: %s: %s", len(overviews), type(exc).__name__, exc)

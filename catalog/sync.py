@@ -12,6 +12,7 @@ Rules (docs/architecture.md):
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,7 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ccx_keys.locator import CCXLocator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Case, CharField, Q, QuerySet, Value, When
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -137,21 +138,22 @@ def sync_overviews(
     client: CatalogSource,
     *,
     dry_run: bool = False,
-    touch: bool = False,
 ) -> PageResult:
     """Bring these overviews up to date with the catalog, in one bulk fetch and one bulk write.
 
-    Fresher data wins: every row written is stamped ``catalog_synced_at`` = the moment the
-    catalog's answer was received, and a row stamped after this fetch was *sent* (another fetch
-    -- a per-course one during a sweep -- completed meanwhile) is left alone and counted as
-    ``superseded``. So a chunk never overwrites a course whose per-course fetch completed after
-    the chunk's answer arrived, nor one whose fetch started after the chunk's and finished first.
-    ``touch`` (single-course refreshes) stamps unchanged rows too, so a slower bulk answer can't
-    overwrite them. Raises ``CatalogError`` (typed, see ``catalog.errors``) when the fetch fails;
+    Two times are kept apart: ``catalog_synced_at`` ("last changed") is stamped on rows whose
+    values were written, ``catalog_checked_at`` ("last checked") on every row the catalog answered
+    for, changed or not (``missing`` included; a refused record is not a check). Both are the
+    moment the catalog's answer was received. Fresher data wins: a row stamped either way after
+    this fetch was *sent* (another fetch -- a per-course one during a sweep -- completed meanwhile)
+    is left alone, and counted as ``superseded`` if it would have changed. So a chunk never
+    overwrites a course whose per-course fetch completed after the chunk's answer arrived, nor one
+    whose fetch started after the chunk's and finished first -- even when that fetch found nothing
+    to change. Raises ``CatalogError`` (typed, see ``catalog.errors``) when the fetch fails;
     nothing has been written then. No transaction is held across the HTTP request: each write is
     one guarded statement per batch, atomic by itself.
     """
-    return apply_runs(overviews, fetch_runs(overviews, client), dry_run=dry_run, touch=touch)
+    return apply_runs(overviews, fetch_runs(overviews, client), dry_run=dry_run)
 
 
 @dataclass
@@ -189,7 +191,6 @@ def apply_runs(
     fetched: Fetched,
     *,
     dry_run: bool = False,
-    touch: bool = False,
 ) -> PageResult:
     """The database half of a sync: validate, compare and write what changed (see
     ``sync_overviews``)."""
@@ -215,7 +216,10 @@ def apply_runs(
             mapped[catalog_key] = exc
             log.warning("catalog sync: refused catalog record %s: %s", catalog_key, exc)
 
-    to_write: list[CourseOverview] = []
+    # Every row of the page is answered for: changed, unchanged, missing or refused. All go to one
+    # guarded write, which stamps "last checked" on the answered ones and writes values only where
+    # something changed (``Stamp.changed``).
+    stamps: list[Stamp] = []
     for overview in overviews:
         values = mapped.get(wanted[overview.id])
         if values is None:
@@ -231,46 +235,63 @@ def apply_runs(
             meta = {"catalog_status": CatalogStatus.OK, "catalog_error": ""}
             meta.update(values)
         usable = values is not None and not isinstance(values, RefusedRecord)
-        if _apply(overview, meta, result.changes):
-            to_write.append(overview)
+        changed = _apply(overview, meta, result.changes)
+        if changed:
             counters.updated += usable
         else:
             counters.unchanged += usable
-            if touch and usable:
-                to_write.append(overview)
+        # A refused record is an answer we could not use: the row is not "checked" by it.
+        stamps.append(Stamp(overview, changed=changed, checked=not isinstance(values, RefusedRecord)))
 
-    if to_write and not dry_run:
-        for overview in to_write:
-            overview.catalog_synced_at = received_at
-        written = guarded_bulk_update(to_write, not_after=sent_at)
-        if written < len(to_write):
-            superseded = len(to_write) - written
-            counters.superseded += superseded
-            counters.updated -= min(superseded, counters.updated)
-            log.info("catalog sync: %d row(s) kept their fresher per-course data", superseded)
+    if not dry_run:
+        for stamp in stamps:
+            if stamp.changed:
+                stamp.row.catalog_synced_at = received_at
+        superseded = guarded_bulk_update(stamps, sent_at=sent_at, received_at=received_at)
+        if superseded:
+            counters.superseded += len(superseded)
+            counters.updated -= sum(1 for s in superseded if s.row.catalog_status == CatalogStatus.OK)
+            log.info("catalog sync: %d row(s) kept their fresher per-course data", len(superseded))
     return result
 
 
-def guarded_bulk_update(overviews: Sequence[CourseOverview | SyncRow], not_after: datetime) -> int:
-    """Write the sync fields of these rows, but only of rows not synced after ``not_after``.
+@dataclass(slots=True)
+class Stamp:
+    """One row of a guarded write: its new values, whether they differ from the stored ones, and
+    whether the catalog's answer counts as a check of it."""
 
-    The guard sits in the UPDATE's own WHERE clause, so it holds under concurrency (the database
-    re-checks it on the row it locks). On PostgreSQL and SQLite (3.33+) this is one
-    ``UPDATE ... FROM (VALUES ...)`` per batch of rows -- a page is one query, and building it
-    costs microseconds a row, where Django's ``bulk_update`` (CASE WHEN per field and row) costs
-    most of a millisecond. Other databases get the ``bulk_update``-style query. Returns the number
-    of rows written.
+    row: CourseOverview | SyncRow
+    changed: bool = True
+    checked: bool = True
+
+
+def guarded_bulk_update(stamps: Sequence[Stamp], *, sent_at: datetime, received_at: datetime) -> list[Stamp]:
+    """Write one page's answer, leaving alone every row a fresher fetch wrote or checked meanwhile.
+
+    Per row: the sync fields when ``changed`` (``catalog_synced_at``, "last changed", is already
+    set on the row); ``catalog_checked_at = received_at`` when ``checked``; and
+    ``catalog_attempted_at`` moved forward to ``sent_at``. A row whose ``catalog_synced_at`` or
+    ``catalog_checked_at`` is after ``sent_at`` is skipped whole: another fetch, sent later or
+    answered later, got there first. The guard sits in the UPDATE's own WHERE clause, so it holds
+    under concurrency (the database re-checks it on the row it locks).
+
+    On PostgreSQL and SQLite (3.35+) this is one ``UPDATE ... FROM (VALUES ...) RETURNING`` per
+    batch of rows -- a page is one query, and building it costs microseconds a row, where Django's
+    ``bulk_update`` (CASE WHEN per field and row) costs most of a millisecond. Other databases get
+    ``bulk_update``-style queries. Returns the changed rows that were *not* written (superseded).
     """
-    if not overviews:
-        return 0
-    if connection.vendor in ("postgresql", "sqlite"):
-        return _update_from_values(overviews, not_after)
-    return _update_with_case(overviews, not_after)
+    if not stamps:
+        return []
+    if connection.vendor == "postgresql" or (
+        connection.vendor == "sqlite" and sqlite3.sqlite_version_info >= (3, 35)
+    ):
+        written = _update_from_values(stamps, sent_at, received_at)
+    else:
+        written = _update_with_case(stamps, sent_at, received_at)
+    return [s for s in stamps if s.changed and str(s.row.id) not in written]
 
 
 _FIELDS = [CourseOverview._meta.get_field(name) for name in ("id", *WRITE_FIELDS)]
-# SQLite counts bound parameters; stay under its historical limit of 999 per statement.
-_ROWS_PER_QUERY = {"sqlite": 999 // len(_FIELDS) - 1, "postgresql": 2000}
 _PG_CASTS = {
     "id": "varchar",
     "marketing_url": "varchar",
@@ -280,67 +301,110 @@ _PG_CASTS = {
     "catalog_status": "varchar",
     "catalog_error": "text",
 }
+_FLAGS = ("write_values", "stamp_checked")  # two more boolean columns in the VALUES list
 
 
-def _update_from_values(overviews: Sequence[CourseOverview | SyncRow], not_after: datetime) -> int:
+def _rows_per_query() -> int:
+    """Rows per statement: bound parameters per row times rows stays under the database's limit
+    (SQLite's is 32,766 since 3.32, 999 before; Python 3.11+ can ask it)."""
+    per_row = len(_FIELDS) + len(_FLAGS)
+    if connection.vendor != "sqlite":
+        return 2000
+    connection.ensure_connection()
+    try:
+        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:
+        limit = 999
+    return max(1, min(2000, (limit - 8) // per_row))
+
+
+def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at: datetime) -> set[str]:
     table = connection.ops.quote_name(CourseOverview._meta.db_table)
     quote = connection.ops.quote_name
     columns = [field.column for field in _FIELDS]
     if connection.vendor == "postgresql":
-        row_sql = "(" + ", ".join(f"%s::{_PG_CASTS[c]}" for c in columns) + ")"
-        source = "v(" + ", ".join(quote(c) for c in columns) + ")"
-        value_of = {c: f"v.{quote(c)}" for c in columns}
+        casts = [*(_PG_CASTS[c] for c in columns), "boolean", "boolean"]
+        row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+        source = "v(" + ", ".join(quote(c) for c in (*columns, *_FLAGS)) + ")"
+        value_of = {c: f"v.{quote(c)}" for c in (*columns, *_FLAGS)}
     else:  # SQLite names the VALUES columns column1, column2, ...
-        row_sql = "(" + ", ".join("%s" for _ in columns) + ")"
+        row_sql = "(" + ", ".join("%s" for _ in range(len(columns) + len(_FLAGS))) + ")"
         source = "v"
-        value_of = {c: f"v.column{i + 1}" for i, c in enumerate(columns)}
-    assignments = ", ".join(f"{quote(c)} = {value_of[c]}" for c in columns[1:])
-    synced = quote("catalog_synced_at")
-    written = 0
-    step = _ROWS_PER_QUERY[connection.vendor]
-    guard = connection.ops.adapt_datetimefield_value(not_after)
+        value_of = {c: f"v.column{i + 1}" for i, c in enumerate((*columns, *_FLAGS))}
+    write, check = value_of["write_values"], value_of["stamp_checked"]
+    synced, checked, attempted = (
+        quote(c) for c in ("catalog_synced_at", "catalog_checked_at", "catalog_attempted_at")
+    )
+    assignments = ", ".join(
+        [
+            *(
+                f"{quote(c)} = CASE WHEN {write} THEN {value_of[c]} ELSE {table}.{quote(c)} END"
+                for c in columns[1:]
+            ),
+            f"{checked} = CASE WHEN {check} THEN %s ELSE {table}.{checked} END",
+            f"{attempted} = CASE WHEN {table}.{attempted} IS NULL OR {table}.{attempted} < %s "
+            f"THEN %s ELSE {table}.{attempted} END",
+        ]
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    sent, received = adapt(sent_at), adapt(received_at)
+    written: set[str] = set()
+    step = _rows_per_query()
     with connection.cursor() as cursor:
-        for start in range(0, len(overviews), step):
-            rows = overviews[start : start + step]
-            params: list[Any] = []
-            for row in rows:
-                params.append(
-                    str(row.id)
-                )  # stored form of the key; parsing it again costs more than the rest
+        for start in range(0, len(stamps), step):
+            batch = stamps[start : start + step]
+            params: list[Any] = [received, sent, sent]
+            for stamp in batch:
+                row = stamp.row
+                params.append(str(row.id))  # stored form of the key; parsing it again costs more
                 params.extend(
                     field.get_db_prep_save(getattr(row, field.attname), connection) for field in _FIELDS[1:]
                 )
+                params.extend((stamp.changed, stamp.checked))
             # Only quoted identifiers and placeholders are interpolated; every value is a parameter.
-            values = ", ".join([row_sql] * len(rows))
+            values = ", ".join([row_sql] * len(batch))
             sql = (
                 f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS {source} "  # noqa: S608
                 f"WHERE {table}.{quote('id')} = {value_of['id']} "
-                f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s)"
+                f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s) "
+                f"AND ({table}.{checked} IS NULL OR {table}.{checked} <= %s) "
+                f"RETURNING {table}.{quote('id')}"
             )
-            cursor.execute(sql, [*params, guard])
-            written += cursor.rowcount
+            cursor.execute(sql, [*params, sent, sent])
+            written.update(str(key) for (key,) in cursor.fetchall())
     return written
 
 
-def _update_with_case(overviews: Sequence[CourseOverview | SyncRow], not_after: datetime) -> int:
+def _update_with_case(stamps: Sequence[Stamp], sent_at: datetime, received_at: datetime) -> set[str]:
+    """The portable path: the same guarded writes through the ORM, a few queries per batch."""
     fields = _FIELDS[1:]
-    batch = connection.ops.bulk_batch_size(["pk", "pk", *fields], overviews) or len(overviews)
-    not_fresher = Q(catalog_synced_at__isnull=True) | Q(catalog_synced_at__lte=not_after)
-    written = 0
-    for start in range(0, len(overviews), batch):
-        rows = overviews[start : start + batch]
-        assignments = {
-            field.attname: Case(
-                *(
-                    When(pk=row.id, then=Value(getattr(row, field.attname), output_field=field))
-                    for row in rows
-                ),
-                output_field=field,
+    not_fresher = (Q(catalog_synced_at__isnull=True) | Q(catalog_synced_at__lte=sent_at)) & (
+        Q(catalog_checked_at__isnull=True) | Q(catalog_checked_at__lte=sent_at)
+    )
+    with transaction.atomic():
+        candidates = CourseOverview.objects.filter(pk__in=[s.row.id for s in stamps]).filter(not_fresher)
+        written = {str(key) for key in candidates.select_for_update().values_list("pk", flat=True)}
+        rows = [s.row for s in stamps if s.changed and str(s.row.id) in written]
+        batch = connection.ops.bulk_batch_size(["pk", "pk", *fields], rows) or 1
+        for start in range(0, len(rows), batch):
+            part = rows[start : start + batch]
+            CourseOverview.objects.filter(pk__in=[row.id for row in part]).update(
+                **{
+                    field.attname: Case(
+                        *(
+                            When(pk=row.id, then=Value(getattr(row, field.attname), output_field=field))
+                            for row in part
+                        ),
+                        output_field=field,
+                    )
+                    for field in fields
+                }
             )
-            for field in fields
-        }
-        rows_qs = CourseOverview.objects.filter(pk__in=[row.id for row in rows]).filter(not_fresher)
-        written += rows_qs.update(**assignments)
+        checked_ids = [s.row.id for s in stamps if s.checked and str(s.row.id) in written]
+        CourseOverview.objects.filter(pk__in=checked_ids).update(catalog_checked_at=received_at)
+        CourseOverview.objects.filter(pk__in=[s.row.id for s in stamps]).filter(
+            Q(catalog_attempted_at__isnull=True) | Q(catalog_attempted_at__lt=sent_at)
+        ).update(catalog_attempted_at=sent_at)
     return written
 
 

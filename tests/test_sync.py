@@ -27,7 +27,7 @@ def _page():
     return list(CourseOverview.objects.order_by("id"))
 
 
-def test_sync_writes_catalog_fields_then_a_second_run_writes_nothing(wire, catalog_client):
+def test_sync_writes_catalog_fields_then_a_second_run_only_stamps_last_checked(wire, catalog_client):
     overviews = CourseOverviewFactory.create_batch(3)
     for ov in overviews:
         wire.add(
@@ -42,10 +42,18 @@ def test_sync_writes_catalog_fields_then_a_second_run_writes_nothing(wire, catal
         assert ov.catalog_status == CatalogStatus.OK
         assert ov.catalog_synced_at is not None
 
+    first_times = dict(CourseOverview.objects.values_list("id", "catalog_synced_at"))
+    assert first_times == dict(CourseOverview.objects.values_list("id", "catalog_checked_at"))
+
     with CaptureQueriesContext(connection) as queries:
         second = sync_overviews(_page(), catalog_client).counters
     assert (second.updated, second.unchanged) == (0, 3)
-    assert not [q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]
+    assert len([q for q in queries.captured_queries if q["sql"].startswith("UPDATE")]) == 1
+    for ov in CourseOverview.objects.all():
+        # "last changed" stays at the first write; "last checked" moves to the second answer
+        assert ov.catalog_synced_at == first_times[ov.id]
+        assert ov.catalog_checked_at > first_times[ov.id]
+        assert ov.catalog_attempted_at is not None and ov.catalog_attempted_at <= ov.catalog_checked_at
 
 
 def test_unknown_course_is_missing_and_keeps_its_stored_values(wire, catalog_client):
