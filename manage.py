@@ -6,6 +6,8 @@ import sys
 
 
 def main() -> None:
+    # The one entry point with a development default (as in cookiecutter-django): the WSGI
+    # application and the Celery app refuse to start without DJANGO_SETTINGS_MODULE.
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
     from django.core.management import execute_from_command_line
 

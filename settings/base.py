@@ -14,13 +14,19 @@ import dj_database_url
 from settings.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# Local state (the SQLite files of the embedded defaults). Importing settings writes nothing: the
+# directories a SQLite database or the embedded broker needs are created when Django starts
+# (``settings.apps.LocalFilesConfig.ready``), and only for the paths actually configured.
 VAR_DIR = Path(env_str("CATALOG_SYNC_VAR_DIR", str(BASE_DIR / "var")))
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 # https://docs.djangoproject.com/en/5.2/ref/settings/#secret-key
 SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-secret-key")  # production overrides
 DEBUG = env_bool("DJANGO_DEBUG", False)
-ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+# https://docs.djangoproject.com/en/5.2/ref/settings/#allowed-hosts : no default outside
+# development and tests (settings.dev and settings.test serve loopback names only).
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [])
+# Development and test defaults of ALLOWED_HOSTS: loopback names, and the test client's.
+LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]", "testserver"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -37,6 +43,7 @@ INSTALLED_APPS = [
     "overviews.apps.OverviewsConfig",
     "catalog.apps.CatalogConfig",
     "enrollments.apps.EnrollmentsConfig",
+    "settings.apps.LocalFilesConfig",
 ]
 
 MIDDLEWARE = [
@@ -116,6 +123,21 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    # https://www.django-rest-framework.org/api-guide/throttling/ : the views name their scope
+    # (api.throttling). Counts live in the cache: a lost or raced count lets one extra request
+    # through, an evicted one restarts the window; nothing but admission depends on them.
+    "DEFAULT_THROTTLE_RATES": {
+        # POST .../refresh/ per user (refreshes coalesce anyway; this bounds the request load).
+        "catalog_refresh": env_str("API_REFRESH_THROTTLE_RATE", "60/minute"),
+        # GET /health/ per client address (per user for a logged-in caller). Load-balancer and
+        # kubelet probes come from a few addresses and share one count across every replica:
+        # raise it if probes of many replicas come from one address.
+        "health": env_str("HEALTH_THROTTLE_RATE", "60/minute"),
+    },
+    # How many proxies in front of the web process append to X-Forwarded-For: the client address
+    # the throttles count by is the one they saw. 0 (the default) ignores the header, which a
+    # client could otherwise forge to escape its count; behind one proxy, set 1.
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0),
 }
 
 # --- Catalog connection (secrets only from the environment, never logged) -------------------

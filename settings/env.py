@@ -59,3 +59,19 @@ def env_required(name: str, *, forbidden: tuple[str, ...] = ()) -> str:
             "settings.production refuses to start without it"
         )
     return value
+
+
+def require_settings_module(process: str) -> str:
+    """The ``DJANGO_SETTINGS_MODULE`` a long-running process was started with, or a clear refusal.
+
+    Only ``manage.py`` falls back to ``settings.dev`` (as cookiecutter-django does): a web or
+    worker process that silently ran on development settings would serve with DEBUG on, the
+    development secret and a debug 404 that lists every route.
+    """
+    value = os.environ.get("DJANGO_SETTINGS_MODULE", "")
+    if not value.strip():
+        raise ImproperlyConfigured(
+            f"DJANGO_SETTINGS_MODULE is not set: the {process} does not fall back to development "
+            "settings. Set it to settings.production (or settings.dev on a laptop)."
+        )
+    return value

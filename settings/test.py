@@ -1,7 +1,10 @@
 """The test suite: SQLite in memory unless DATABASE_URL says otherwise (CI also runs PostgreSQL)."""
 
 from settings.base import *  # noqa: F403
-from settings.env import env_str
+from settings.base import LOOPBACK_HOSTS
+from settings.env import env_list, env_str
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", LOOPBACK_HOSTS)
 
 if not env_str("DATABASE_URL"):
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}

@@ -1,13 +1,17 @@
-"""The Celery application. Configuration lives in ``celeryconfig.py``."""
+"""The Celery application. Configuration lives in ``celeryconfig.py``.
 
-import os
+Fails closed: without ``DJANGO_SETTINGS_MODULE`` a worker or beat refuses to start instead of
+running on development settings (``settings.env.require_settings_module``).
+"""
 
 import django
 from celery import Celery
 from celery.signals import task_prerun
 from edx_django_utils.cache import RequestCache
 
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+from settings.env import require_settings_module
+
+require_settings_module("Celery app")
 django.setup()
 
 app = Celery("catalog_sync")
