@@ -7,6 +7,9 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 MANAGE     := $(PY) manage.py
 STAMP      := $(VENV)/.installed
+# The Celery app and the WSGI application refuse to start without DJANGO_SETTINGS_MODULE; the
+# make targets are the laptop's entry points, so they default to development settings, like manage.py.
+DEV_SETTINGS := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.dev}
 
 .DEFAULT_GOAL := help
 .PHONY: help install demo test lint run web worker beat standin bench migrate clean
@@ -43,13 +46,13 @@ web: migrate ## the web process alone (admin + API) on 127.0.0.1:8000
 	$(MANAGE) runserver 127.0.0.1:8000
 
 worker: migrate ## one Celery worker in the foreground
-	$(VENV)/bin/celery -A tasks worker --loglevel=INFO -Q catalog.refresh,catalog.sweep,celery
+	$(DEV_SETTINGS) $(VENV)/bin/celery -A tasks worker --loglevel=INFO -Q catalog.refresh,catalog.sweep,celery
 
 beat: migrate ## Celery beat in the foreground
-	$(VENV)/bin/celery -A tasks beat --loglevel=INFO
+	$(DEV_SETTINGS) $(VENV)/bin/celery -A tasks beat --loglevel=INFO
 
 run: migrate ## web + worker + beat in the foreground (Ctrl-C stops all)
-	$(PY) scripts/run.py
+	$(DEV_SETTINGS) $(PY) scripts/run.py
 
 standin: install ## the bundled stand-in catalog on 127.0.0.1:8765 (settings.dev's default catalog)
 	$(PY) -m standin --port 8765 --courses 3200 --write-lms-records var/standin-courses.jsonl
