@@ -408,12 +408,48 @@ def _update_with_case(stamps: Sequence[Stamp], sent_at: datetime, received_at: d
     return written
 
 
-def record_error(overviews: Sequence[CourseOverview], message: str) -> None:
-    """Mark these overviews as failed with ``message``; their catalog-owned values are kept."""
-    for overview in overviews:
-        overview.catalog_status = CatalogStatus.ERROR
-        overview.catalog_error = message[:2000]
-    CourseOverview.objects.bulk_update(list(overviews), ("catalog_status", "catalog_error"))
+def failure_text(exc: BaseException) -> str:
+    """What a failed fetch records in ``catalog_error``: ``"<ErrorType>: message"``."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def record_failure(
+    keys: Sequence[CourseKey | str],
+    error: str | BaseException,
+    *,
+    started_at: datetime | None = None,
+) -> int:
+    """Record on these rows that a fetch of them failed: ``catalog_status=error``, the error text
+    (``"<ErrorType>: message"``; an exception is formatted so) and ``catalog_attempted_at``.
+    Their catalog-owned values and "last changed" / "last checked" times are kept, so the row
+    still says when it was last right.
+
+    ``started_at``: when the failed fetch was first tried. A row another fetch checked after that
+    (a sweep chunk that succeeded meanwhile) keeps its status: it is fresher than this failure.
+    Lookups are exact (keys are case-sensitive). Returns the number of rows marked as failed.
+    """
+    rows = CourseOverview.objects.filter(id__in=[str(key) for key in keys])
+    with transaction.atomic():
+        record_attempt(keys)
+        if started_at is not None:
+            rows = rows.filter(Q(catalog_checked_at__isnull=True) | Q(catalog_checked_at__lte=started_at))
+        text = error if isinstance(error, str) else failure_text(error)
+        return rows.update(catalog_status=CatalogStatus.ERROR, catalog_error=text[:2000])
+
+
+def record_attempt(keys: Sequence[CourseKey | str]) -> int:
+    """Stamp ``catalog_attempted_at`` (never moved backwards) on these rows: a fetch was tried."""
+    now = timezone.now()
+    return (
+        CourseOverview.objects.filter(id__in=[str(key) for key in keys])
+        .filter(Q(catalog_attempted_at__isnull=True) | Q(catalog_attempted_at__lt=now))
+        .update(catalog_attempted_at=now)
+    )
+
+
+def record_error(overviews: Sequence[CourseOverview | SyncRow], message: str) -> None:
+    """``record_failure`` for rows already read (kept for existing callers)."""
+    record_failure([ov.id for ov in overviews], message)
 
 
 def overview_pages(
