@@ -188,3 +188,141 @@ def test_sweep_is_immune_to_runs_inserted_between_page_requests(wire, catalog_cl
     assert result.completed and result.counters.updated == 50
     assert set(wire.requested_keys) == {str(ov.id) for ov in rows}
     assert set(wire.requested_keys.values()) == {1}
+
+
+def test_every_answered_row_is_stamped_checked_and_a_refused_one_only_attempted(wire, catalog_client):
+    changed, unchanged, missing, refused = CourseOverviewFactory.create_batch(4)
+    wire.add(catalog_run(str(changed.id)), catalog_run(str(unchanged.id)))
+    wire.add(catalog_run(str(refused.id), content_language="en\n"))
+    sync_overviews(_page(), catalog_client)
+    del wire.runs[str(changed.id)]
+    wire.add(catalog_run(str(changed.id), marketing_url="https://changed.example/x"))
+    before = {ov.id: ov for ov in CourseOverview.objects.all()}
+
+    counters = sync_overviews(_page(), catalog_client).counters
+    assert (counters.updated, counters.unchanged, counters.missing, counters.refused) == (1, 1, 1, 1)
+    after = {ov.id: ov for ov in CourseOverview.objects.all()}
+    for row in (changed, unchanged, missing):
+        assert after[row.id].catalog_checked_at > before[row.id].catalog_checked_at
+    assert after[changed.id].catalog_synced_at == after[changed.id].catalog_checked_at
+    # unchanged and missing: checked now, but last changed stays the first sweep's time
+    assert after[unchanged.id].catalog_synced_at == before[unchanged.id].catalog_synced_at
+    assert after[missing.id].catalog_synced_at == before[missing.id].catalog_synced_at
+    # refused: the catalog answered, but nothing usable: not a check; the attempt is recorded
+    assert after[refused.id].catalog_checked_at is None
+    assert after[refused.id].catalog_attempted_at > before[refused.id].catalog_attempted_at
+    assert after[refused.id].language is None and "content_language" in after[refused.id].catalog_error
+
+
+def test_an_older_answer_never_overwrites_a_row_checked_after_it_was_sent(wire, catalog_client):
+    """A per-course fetch that found nothing to change still wins over a slower bulk answer."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.sync import Fetched, apply_runs, read_rows
+
+    ov = CourseOverviewFactory(marketing_url="https://new.example/x", catalog_status=CatalogStatus.OK)
+    sent = timezone.now() - timedelta(seconds=5)
+    # the row was checked (unchanged) after the bulk request below was sent; last changed is older
+    CourseOverview.objects.filter(id=ov.id).update(
+        catalog_synced_at=sent - timedelta(days=1), catalog_checked_at=sent + timedelta(seconds=1)
+    )
+    rows = read_rows(CourseOverview.objects.all())
+    stale = {str(ov.id): catalog_run(str(ov.id), marketing_url="https://old.example/x")}
+    fetched = Fetched({rows[0].id: rows[0].id}, stale, sent, timezone.now(), requests=1)
+    counters = apply_runs(rows, fetched).counters
+    assert (counters.superseded, counters.updated) == (1, 0)
+    ov.refresh_from_db()
+    assert ov.marketing_url == "https://new.example/x"
+    assert ov.catalog_checked_at == sent + timedelta(seconds=1)
+
+
+def test_the_catalogs_spelling_of_a_key_is_matched_without_regard_to_case(wire, catalog_client):
+    """course-discovery matches ``keys=`` case-insensitively and answers with its own spelling."""
+    import json as _json
+
+    ov = CourseOverviewFactory(id=CourseKey.from_string("course-v1:MITx+Case6+2024"))
+    run = catalog_run("course-v1:mitx+case6+2024", marketing_url="https://m.example/case")
+    body = {"count": 1, "next": None, "previous": None, "results": [run]}
+    wire.before_list = lambda w: (200, {"Content-Type": "application/json"}, _json.dumps(body))
+    counters = sync_overviews(_page(), catalog_client).counters
+    assert (counters.updated, counters.missing, counters.ignored) == (1, 0, 0)
+    ov.refresh_from_db()
+    assert ov.marketing_url == "https://m.example/case" and ov.catalog_status == CatalogStatus.OK
+
+
+def test_overview_lookups_are_case_sensitive_on_every_database():
+    CourseOverviewFactory(id=CourseKey.from_string("course-v1:MITx+Case+2024"))
+    assert CourseOverview.objects.filter(id="course-v1:MITx+Case+2024").exists()
+    assert not CourseOverview.objects.filter(id="course-v1:mitx+case+2024").exists()
+    assert not CourseOverview.objects.filter(id__in=["course-v1:MITX+CASE+2024"]).exists()
+    # two keys differing only in case are two rows (the import refuses to create such a pair)
+    CourseOverviewFactory(id=CourseKey.from_string("course-v1:mitx+case+2024"))
+    assert CourseOverview.objects.count() == 2
+
+
+def test_a_failed_refresh_is_recorded_on_the_row_and_a_later_success_clears_it(wire, catalog_client):
+    from catalog.refresh import record_failure, refresh_courses
+
+    ov = CourseOverviewFactory()
+    wire.add(catalog_run(str(ov.id), marketing_url="https://keep.example/x"))
+    refresh_courses([ov.id], catalog_client)
+    ov.refresh_from_db()
+    synced, checked = ov.catalog_synced_at, ov.catalog_checked_at
+
+    wire.before_list = lambda w: (503, {}, "<html>Service Unavailable</html>")
+    # a caller that retries (the task) does not mark the row on a retryable error: only the attempt
+    outcome = refresh_courses([ov.id], catalog_client)
+    assert outcome.error is not None and outcome.error.retryable
+    ov.refresh_from_db()
+    assert ov.catalog_status == CatalogStatus.OK and ov.catalog_attempted_at > checked
+    # ... and records it when it gives up
+    assert record_failure([ov.id], outcome.error) == 1
+    ov.refresh_from_db()
+    assert ov.catalog_status == CatalogStatus.ERROR
+    assert ov.catalog_error.startswith("CatalogServerError: ")
+    assert (ov.marketing_url, ov.catalog_synced_at, ov.catalog_checked_at) == (
+        "https://keep.example/x",
+        synced,
+        checked,
+    )
+    failed_at = ov.catalog_attempted_at
+
+    wire.before_list = None
+    counters = refresh_courses([ov.id], catalog_client).counters
+    assert counters.updated == 1  # the status went back to ok: a change, written
+    ov.refresh_from_db()
+    assert (ov.catalog_status, ov.catalog_error) == (CatalogStatus.OK, "")
+    assert ov.catalog_checked_at > failed_at and ov.catalog_synced_at > synced
+
+
+def test_a_caller_that_does_not_retry_records_a_retryable_failure_at_once(wire, catalog_client):
+    from catalog.refresh import refresh_courses
+
+    ov = CourseOverviewFactory(marketing_url="https://keep.example/x", catalog_status=CatalogStatus.OK)
+    wire.before_list = lambda w: (503, {}, "down")
+    refresh_courses([ov.id], catalog_client, record_retryable_errors=True)
+    ov.refresh_from_db()
+    assert ov.catalog_status == CatalogStatus.ERROR and "CatalogServerError" in ov.catalog_error
+    assert ov.marketing_url == "https://keep.example/x" and ov.catalog_attempted_at is not None
+
+
+def test_a_failure_recorded_late_does_not_mark_a_row_checked_since(wire):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from catalog.sync import record_failure
+
+    started = timezone.now() - timedelta(minutes=5)
+    fresh = CourseOverviewFactory(catalog_status=CatalogStatus.OK, catalog_checked_at=timezone.now())
+    stale = CourseOverviewFactory(catalog_status=CatalogStatus.OK, catalog_checked_at=started)
+    assert record_failure([fresh.id, stale.id], "CatalogTimeout: read timed out", started_at=started) == 1
+    fresh.refresh_from_db()
+    stale.refresh_from_db()
+    assert fresh.catalog_status == CatalogStatus.OK and fresh.catalog_attempted_at is not None
+    assert (stale.catalog_status, stale.catalog_error) == (
+        CatalogStatus.ERROR,
+        "CatalogTimeout: read timed out",
+    )
