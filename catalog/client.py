@@ -4,6 +4,11 @@ No Django here: the configuration is passed in (see ``catalog.connection``). The
 by itself (no urllib3 retries either) except once after a 401, with a fresh token: retrying is the
 caller's job, with ``catalog.errors.is_retryable`` as the rule.
 
+Every catalog call is bounded in time and memory. requests' read timeout is per socket read, so a
+catalog that sends a byte just inside it holds a caller for ever; here each call -- one API request
+with the token request and the single 401 retry it may need -- has a wall-clock ``deadline``, and
+each body is streamed and read under it, with ``max_body_bytes`` as its size cap.
+
 A client holds a connection pool and a cached token; build one per process (not before a fork) and
 do not share one between threads.
 """
@@ -32,6 +37,7 @@ from catalog.errors import (
     CatalogConnectionError,
     CatalogMalformedResponse,
     CatalogPermanentError,
+    CatalogResponseTooLarge,
     CatalogServerError,
     CatalogThrottled,
     CatalogTimeout,
@@ -49,6 +55,11 @@ _RESERVED_PARAMS = frozenset({"limit", "offset", "page", "page_size"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _MESSAGE_URL_LENGTH = 160
 _DETAIL_LENGTH = 200
+# A list page of 2,000 full course runs (the admin's largest page size) is about 20 MB.
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# An error answer is read only for its detail message: its first bytes are enough.
+_ERROR_BODY_BYTES = 64 * 1024
+_READ_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True, repr=False)
@@ -65,6 +76,11 @@ class ClientConfig:
     token_refresh_margin: float = 60.0
     verify_tls: bool = True
     user_agent: str = "catalog-sync/0.1"
+    # Wall-clock seconds for one call (an API request with its token request and its one 401
+    # retry, bodies included). None: connect_timeout + read_timeout, the time one request may
+    # take under the per-read timeouts when the catalog answers at a normal pace.
+    deadline: float | None = None
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
 
     def __post_init__(self) -> None:
         for name in ("api_url", "oauth_url"):
@@ -81,6 +97,16 @@ class ClientConfig:
             raise ValueError("ClientConfig.token_refresh_margin must not be negative")
         if self.max_url_length <= len(self.api_url) + 64:
             raise ValueError("ClientConfig.max_url_length is too small for api_url")
+        if self.deadline is None:
+            object.__setattr__(self, "deadline", self.connect_timeout + self.read_timeout)
+        elif not (
+            isinstance(self.deadline, int | float) and math.isfinite(self.deadline) and self.deadline > 0
+        ):
+            raise ValueError("ClientConfig.deadline must be a positive number of seconds")
+        if isinstance(self.max_body_bytes, bool) or not isinstance(self.max_body_bytes, int):
+            raise ValueError("ClientConfig.max_body_bytes must be an integer")
+        if self.max_body_bytes < 1024:
+            raise ValueError("ClientConfig.max_body_bytes must be at least 1024")
 
     def __repr__(self) -> str:
         return (
@@ -88,7 +114,8 @@ class ClientConfig:
             f"client_id={self.client_id!r}, client_secret='***', connect_timeout={self.connect_timeout!r}, "
             f"read_timeout={self.read_timeout!r}, max_url_length={self.max_url_length!r}, "
             f"token_refresh_margin={self.token_refresh_margin!r}, verify_tls={self.verify_tls!r}, "
-            f"user_agent={self.user_agent!r})"
+            f"user_agent={self.user_agent!r}, deadline={self.deadline!r}, "
+            f"max_body_bytes={self.max_body_bytes!r})"
         )
 
     __str__ = __repr__
@@ -109,9 +136,30 @@ class RequestGate(Protocol):
         """Called when the catalog answered 429."""
 
 
+class _Counts(threading.local):
+    """Per-thread tallies (see ``CatalogClient.thread_requests_made``)."""
+
+    requests = 0
+    throttled = 0
+
+
 class CatalogClient:
-    """Reads course runs from the catalog. Counters: ``requests_made`` (API requests, token requests
-    excluded), ``tokens_fetched``, ``refused_records`` (results skipped for lacking a string key)."""
+    """Reads course runs from the catalog.
+
+    Counters, for the records (a run's ``catalog_requests`` must be what the catalog saw):
+
+    - ``requests_made``: every HTTP request sent -- token requests, API requests, the ones that
+      failed (5xx, 429, 401, a timeout, a refused or reset connection) and the ones that succeeded.
+      A request the fleet gate holds back (``CatalogThrottled`` without a status) is not sent and
+      not counted.
+    - ``throttled_responses``: 429 answers among them.
+    - ``tokens_fetched``: tokens obtained; ``refused_records``: results skipped for lacking a
+      string key.
+    - ``thread_requests_made`` / ``thread_throttled_responses``: the same two, counted for the
+      calling thread only, so that a before/after difference around one fetch stays truthful
+      while another thread uses the client (the in-process sweep fetches the next chunk in a
+      second thread).
+    """
 
     def __init__(
         self,
@@ -130,10 +178,42 @@ class CatalogClient:
         self._token_expires_at = 0.0
         self._dropped_token: str | None = None  # kept only to scrub it from error details
         self._token_lock = threading.Lock()
-        self.requests_made = 0
+        self._counts_lock = threading.Lock()
+        self._thread_counts = _Counts()
+        self._requests_made = 0
+        self._throttled_responses = 0
         self.tokens_fetched = 0
         self.refused_records = 0
-        self.throttled_responses = 0
+
+    @property
+    def requests_made(self) -> int:
+        """Every HTTP request sent by this client, from every thread (see the class docstring)."""
+        return self._requests_made
+
+    @property
+    def throttled_responses(self) -> int:
+        """429 answers received by this client, from every thread."""
+        return self._throttled_responses
+
+    @property
+    def thread_requests_made(self) -> int:
+        """Every HTTP request sent by this client from the calling thread."""
+        return self._thread_counts.requests
+
+    @property
+    def thread_throttled_responses(self) -> int:
+        """429 answers received by this client in the calling thread."""
+        return self._thread_counts.throttled
+
+    def _count_request(self) -> None:
+        with self._counts_lock:
+            self._requests_made += 1
+        self._thread_counts.requests += 1
+
+    def _count_throttled(self) -> None:
+        with self._counts_lock:
+            self._throttled_responses += 1
+        self._thread_counts.throttled += 1
 
     def __repr__(self) -> str:
         return f"CatalogClient(api_url={redact_url(self.config.api_url)!r})"
@@ -351,8 +431,16 @@ class CatalogClient:
     # -- HTTP -------------------------------------------------------------------------------------
 
     def _api_get(self, url: str) -> requests.Response:
-        """GET an API URL with the token; on a 401, drop the token, fetch a new one, retry once."""
-        response = self._get_with_token(url)
+        """GET an API URL with the token; on a 401, drop the token, fetch a new one, retry once.
+
+        One call, one deadline: the token request, the GET and the retry after a 401 all share
+        ``config.deadline``, counted from the moment the fleet gate let the call through (a wait
+        for a rate slot is ours, not the catalog's, and the gate bounds it itself).
+        """
+        if self.gate is not None:
+            self.gate.before_request()  # may wait for a rate slot or raise CatalogThrottled
+        deadline = self._clock() + float(self.config.deadline or 0)
+        response = self._get_with_token(url, deadline)
         if response.status_code != 401:
             return response
         logger.warning(
@@ -360,7 +448,9 @@ class CatalogClient:
             _short(url),
             self._detail(response) or "no detail",
         )
-        response = self._get_with_token(url)
+        if self.gate is not None:
+            self.gate.before_request()
+        response = self._get_with_token(url, deadline)
         if response.status_code != 401:
             return response
         raise CatalogPermanentError(
@@ -370,38 +460,40 @@ class CatalogClient:
             status=401,
         )
 
-    def _get_with_token(self, url: str) -> requests.Response:
-        if self.gate is not None:
-            self.gate.before_request()  # may wait for a rate slot or raise CatalogThrottled
-        token = self._get_token()
-        self.requests_made += 1
-        response = self._send("GET", url, headers={"Authorization": f"JWT {token}"})
+    def _get_with_token(self, url: str, deadline: float) -> requests.Response:
+        token = self._get_token(deadline)
+        response = self._send("GET", url, deadline, headers={"Authorization": f"JWT {token}"})
         if response.status_code == 401:
             self._drop_token(token)
         return response
 
-    def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
-        """One request with the configured timeouts, no redirects, requests' errors mapped to ours."""
+    def _send(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
+        """One request, counted, with the configured timeouts cut to what is left before
+        ``deadline``, no redirects, its body read under the deadline and the size cap, and
+        requests' errors mapped to ours. The response comes back with its body read."""
         headers = {"User-Agent": self.config.user_agent, "Accept": "application/json"}
         headers.update(kwargs.pop("headers", {}))
         where = f"{method} {_short(url)}"
+        left = deadline - self._clock()
+        if left <= 0:
+            raise CatalogTimeout(
+                f"catalog call deadline ({self.config.deadline:g}s) spent before {where}", url=redact_url(url)
+            )
+        self._count_request()  # counted before it is sent: a refused connection was an attempt too
         try:
-            # stream=False (the default): the body is read here, so truncation surfaces here too.
-            return self.session.request(
+            # stream=True: the body is read by _read_body, a chunk at a time, under the deadline.
+            response = self.session.request(
                 method,
                 url,
                 headers=headers,
-                timeout=self.config.timeout,
+                timeout=(min(self.config.connect_timeout, left), min(self.config.read_timeout, left)),
                 allow_redirects=False,
                 verify=self.config.verify_tls,
+                stream=True,
                 **kwargs,
             )
         except requests.Timeout as exc:  # before ConnectionError: ConnectTimeout is both
-            raise CatalogTimeout(
-                f"catalog timed out on {where} (connect {self.config.connect_timeout}s, "
-                f"read {self.config.read_timeout}s)",
-                url=redact_url(url),
-            ) from exc
+            raise self._timeout(where, url, deadline) from exc
         except requests.ConnectionError as exc:
             raise CatalogConnectionError(
                 f"catalog connection failed on {where}: {type(exc).__name__}", url=redact_url(url)
@@ -421,6 +513,81 @@ class CatalogClient:
             raise CatalogPermanentError(
                 f"catalog request failed on {where}: {type(exc).__name__}", url=redact_url(url)
             ) from exc
+        try:
+            response._content = self._read_body(response, where, url, deadline)
+        except BaseException:
+            response.close()  # a partly read body: the connection cannot be reused
+            raise
+        return response
+
+    def _read_body(self, response: requests.Response, where: str, url: str, deadline: float) -> bytes:
+        """The body, read with ``read1`` (whatever has arrived, never waiting to fill a buffer) so
+        that the deadline is checked between reads, and each read waits at most until it.
+
+        A success's body is capped at ``max_body_bytes`` (``CatalogResponseTooLarge``, refused
+        from ``Content-Length`` before reading when it says so); an error answer is read only
+        for its detail, its first ``_ERROR_BODY_BYTES`` kept, the rest dropped with the
+        connection.
+        """
+        success = 200 <= response.status_code < 300
+        cap = self.config.max_body_bytes if success else _ERROR_BODY_BYTES
+        declared = (response.headers.get("Content-Length") or "").strip()
+        if success and declared.isdigit() and int(declared) > cap:
+            raise self._too_large(where, url, response.status_code, f"announced {int(declared)} bytes")
+        raw = response.raw
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            _set_read_timeout(raw, max(0.001, min(self.config.read_timeout, deadline - self._clock())))
+            try:
+                chunk = raw.read1(_READ_CHUNK, decode_content=True)
+            except (TimeoutError, urllib3.exceptions.TimeoutError) as exc:
+                raise self._timeout(where, url, deadline) from exc
+            except (
+                http.client.HTTPException,
+                urllib3.exceptions.ProtocolError,
+                urllib3.exceptions.DecodeError,
+                ConnectionError,
+            ) as exc:
+                raise CatalogMalformedResponse(
+                    f"catalog sent a truncated or undecodable body on {where}: {type(exc).__name__}",
+                    url=redact_url(url),
+                    status=response.status_code,
+                ) from exc
+            except (OSError, urllib3.exceptions.HTTPError) as exc:
+                raise CatalogConnectionError(
+                    f"catalog connection failed while reading the body on {where}: {type(exc).__name__}",
+                    url=redact_url(url),
+                ) from exc
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > cap:
+                if success:
+                    raise self._too_large(where, url, response.status_code, f"more than {cap} bytes")
+                chunks.append(chunk[: len(chunk) - (size - cap)])
+                response.close()
+                return b"".join(chunks)
+            chunks.append(chunk)
+            if self._clock() >= deadline:
+                raise self._timeout(where, url, deadline)
+
+    def _timeout(self, where: str, url: str, deadline: float) -> CatalogTimeout:
+        if self._clock() >= deadline:
+            reason = f"its {self.config.deadline:g}s deadline passed"
+        else:
+            reason = f"connect {self.config.connect_timeout:g}s, read {self.config.read_timeout:g}s"
+        return CatalogTimeout(f"catalog timed out on {where} ({reason})", url=redact_url(url))
+
+    def _too_large(self, where: str, url: str, status: int, what: str) -> CatalogResponseTooLarge:
+        cap = self.config.max_body_bytes
+        return CatalogResponseTooLarge(
+            f"catalog answer to {where} is too large ({what}; the cap is {cap} bytes): "
+            "lower the page size or raise max_body_bytes",
+            url=redact_url(url),
+            status=status,
+            limit=cap,
+        )
 
     def _raise_for_status(self, response: requests.Response, method: str, url: str) -> None:
         """Map a non-2xx answer to its typed error; 401 and the detail 404 are handled by callers."""
@@ -440,7 +607,7 @@ class CatalogClient:
         suffix = f": {detail}" if detail else ""
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            self.throttled_responses += 1
+            self._count_throttled()
             if self.gate is not None:
                 self.gate.on_throttled(retry_after)
             raise CatalogThrottled(
@@ -498,11 +665,11 @@ class CatalogClient:
 
     # -- token ------------------------------------------------------------------------------------
 
-    def _get_token(self) -> str:
+    def _get_token(self, deadline: float) -> str:
         with self._token_lock:
             if self._token is not None and self._clock() < self._token_expires_at:
                 return self._token
-            return self._fetch_token()
+            return self._fetch_token(deadline)
 
     def _drop_token(self, token: str) -> None:
         with self._token_lock:
@@ -510,7 +677,7 @@ class CatalogClient:
             if self._token == token:
                 self._token = None
 
-    def _fetch_token(self) -> str:
+    def _fetch_token(self, deadline: float) -> str:
         """OAuth2 client credentials, asking for a JWT; cached until expiry minus the margin."""
         url = self.config.oauth_url
         started = self._clock()
@@ -520,7 +687,7 @@ class CatalogClient:
             "client_secret": self.config.client_secret,
             "token_type": "jwt",
         }
-        response = self._send("POST", url, data=data)
+        response = self._send("POST", url, deadline, data=data)
         if response.status_code in (400, 401):
             detail = self._detail(response)
             raise CatalogPermanentError(
@@ -662,6 +829,14 @@ def _param_value(name: str, value: object) -> str:
     if isinstance(value, str) and value:
         return value
     raise ValueError(f"filter {name}={value!r}: use a non-empty string, an int or a bool")
+
+
+def _set_read_timeout(raw: Any, seconds: float) -> None:
+    """Make the next socket read of a streamed body wait at most ``seconds`` (urllib3 sets the
+    read timeout once per request; a body read under a deadline needs it shorter as time runs)."""
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is not None:
+        sock.settimeout(seconds)
 
 
 def _try_json(response: requests.Response) -> Any:

@@ -14,10 +14,19 @@ _REQUIRED = ("CATALOG_API_URL", "CATALOG_OAUTH_URL", "CATALOG_CLIENT_ID", "CATAL
 
 
 def client_config(
-    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+    config: CatalogIntegration | None = None,
+    *,
+    timeout_budget: float | None = None,
+    deadline: float | None = None,
 ) -> ClientConfig:
     """The client's configuration. ``timeout_budget`` caps connect + read timeouts (seconds), so
-    that a task's worst-case HTTP attempts fit inside its soft time limit."""
+    that a task's worst-case HTTP attempts fit inside its soft time limit.
+
+    ``deadline``: wall-clock seconds for one catalog call (an API request with the token request
+    and the 401 retry it may need, bodies included; ``ClientConfig.deadline``). None: connect +
+    read timeout, after the budget's cut. A caller that must answer quickly (a web request
+    refreshing in-line) passes a short one; the timeouts are then cut to fit it too.
+    """
     config = config or current_config()
     missing = [name for name in _REQUIRED if not getattr(settings, name, None)]
     if missing:
@@ -28,6 +37,8 @@ def client_config(
     if timeout_budget is not None and connect + read > timeout_budget:
         connect = min(connect, timeout_budget / 3)
         read = timeout_budget - connect
+    if deadline is not None:
+        connect, read = min(connect, deadline), min(read, deadline)
     return ClientConfig(
         api_url=settings.CATALOG_API_URL,
         oauth_url=settings.CATALOG_OAUTH_URL,
@@ -36,6 +47,7 @@ def client_config(
         connect_timeout=connect,
         read_timeout=read,
         max_url_length=config.max_url_length,
+        deadline=deadline,
     )
 
 
@@ -61,26 +73,33 @@ def _allowed_config(config: CatalogIntegration | None) -> CatalogIntegration:
 
 
 def build_client(
-    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+    config: CatalogIntegration | None = None,
+    *,
+    timeout_budget: float | None = None,
+    deadline: float | None = None,
 ) -> CatalogClient:
-    """A client for the configured catalog; refuses while calls are off (``CatalogCallsDisabled``)."""
+    """A client for the configured catalog; refuses while calls are off (``CatalogCallsDisabled``).
+    ``timeout_budget`` and ``deadline``: see ``client_config``."""
     config = _allowed_config(config)
     gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
-    return CatalogClient(client_config(config, timeout_budget=timeout_budget), gate=gate)
+    return CatalogClient(client_config(config, timeout_budget=timeout_budget, deadline=deadline), gate=gate)
 
 
 _shared: dict[ClientConfig, CatalogClient] = {}
 
 
 def shared_client(
-    config: CatalogIntegration | None = None, *, timeout_budget: float | None = None
+    config: CatalogIntegration | None = None,
+    *,
+    timeout_budget: float | None = None,
+    deadline: float | None = None,
 ) -> CatalogClient:
     """This process's client for the current configuration, kept between tasks so that its OAuth
     token and its pooled connections are reused (a token request per task would double the
     catalog requests of a publish). Call it inside the task, after the worker has forked; don't
     close it. A configuration change (admin, environment) builds a new one and closes the old."""
     config = _allowed_config(config)
-    client_cfg = client_config(config, timeout_budget=timeout_budget)
+    client_cfg = client_config(config, timeout_budget=timeout_budget, deadline=deadline)
     client = _shared.get(client_cfg)
     if client is None:
         for stale in [cfg for cfg in _shared if cfg.api_url != client_cfg.api_url or len(_shared) > 4]:

@@ -13,6 +13,7 @@ __all__ = [
     "CatalogError",
     "CatalogMalformedResponse",
     "CatalogPermanentError",
+    "CatalogResponseTooLarge",
     "CatalogRetryableError",
     "CatalogServerError",
     "CatalogThrottled",
@@ -61,7 +62,8 @@ class CatalogRetryableError(CatalogError):
 
 
 class CatalogTimeout(CatalogRetryableError):
-    """The connect or read timeout elapsed."""
+    """The connect or read timeout elapsed, or the call's overall deadline (a catalog that sends
+    its body slowly enough to dodge the per-read timeout)."""
 
 
 class CatalogConnectionError(CatalogRetryableError):
@@ -90,6 +92,21 @@ class CatalogThrottled(CatalogRetryableError):
 
 class CatalogPermanentError(CatalogError):
     """Retrying will not help: 4xx other than 429, refused credentials, a redirect, a bad request."""
+
+
+class CatalogResponseTooLarge(CatalogPermanentError):
+    """The answer's body is larger than the client's cap (``ClientConfig.max_body_bytes``).
+
+    Not retryable: the same request brings the same body back (its size follows from the page
+    size and the records), so a retry would only download the cap again. The fix is a smaller
+    page size or a larger cap; the error says which limit was hit.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, limit: int = 0
+    ) -> None:
+        super().__init__(message, url=url, status=status)
+        self.limit = limit
 
 
 class CatalogMalformedResponse(CatalogRetryableError):
