@@ -9,6 +9,33 @@ Stdlib only. See /work/shared/CATALOG_API.md for the behaviour imitated here. Ro
   fields, answers the current faults), ``POST /_standin/faults/reset``, ``POST /_standin/tokens/expire``,
   ``GET /_standin/stats``, ``POST /_standin/stats/reset``, ``POST /_standin/runs`` (JSON
   ``{"upsert": [run, ...], "delete": [key, ...]}``), ``GET /_standin/health``.
+
+Faults (``Faults``; set with ``set_faults(...)`` or ``POST /_standin/faults``; all off by default,
+checked on the API routes only, never on the token or control routes):
+
+- ``down``: every API request answers an nginx 503 page.
+- ``error_rate``: that share of API requests answers 500/502/503 (``error_status`` picks one).
+  With ``burst=N`` and ``error_rate=1``: the next N requests fail, then the catalog recovers.
+- ``latency_ms``: sleep before answering (beyond a client's read timeout: a read timeout);
+  ``latency_per_item_ms``: sleep per run served (a slow catalog, not a fault).
+- ``drip_ms``: headers at once, then the body one byte every ``drip_ms`` (dodges a per-read timeout).
+- ``oversize_bytes``: a 200 whose JSON body is this large, generated while it is sent (the
+  stand-in never holds it); no ``Content-Length`` unless ``oversize_declared``.
+- ``truncate_rate``: the full ``Content-Length`` announced, half the body sent, connection closed.
+- ``garbage_rate``: a 200 whose body is not JSON; ``wrong_envelope``: the list as a bare array.
+- ``drop_connection``: the connection closed without an answer.
+- ``next_origin``: list answers' ``next`` links point at this origin (``http://host:port``).
+- ``force_429_count`` (with ``retry_after_s``): the next N API requests answer 429;
+  ``throttle_per_window``/``throttle_window_s``: course-discovery's per-user throttle.
+- ``token_ttl``: lifetime of new tokens; ``expire_tokens_now``: expire every issued token now
+  (one-shot), so the next API request is a 401 ``Token has expired.``
+- ``hostile_keys``/``hostile_rate``: serve those runs with hostile values (``data.hostilize``).
+- ``insert_between_pages``: runs sorting before every other are inserted between page requests.
+- ``burst``: when positive, the transport faults above (down, error_rate, latency_ms, drip_ms,
+  oversize_bytes, truncate_rate, garbage_rate, wrong_envelope, drop_connection, next_origin)
+  apply to the next ``burst`` API requests only, counted from the last ``set_faults``.
+
+A stopped server refuses connections; ``start()`` again binds the same port (a restart).
 """
 
 from __future__ import annotations
@@ -102,6 +129,13 @@ class Faults:
     hostile_rate: float = 0.0
     hostile_keys: frozenset[str] = field(default_factory=frozenset)
     seed: int = 1
+    error_status: int = 0
+    drip_ms: float = 0.0
+    oversize_bytes: int = 0
+    oversize_declared: bool = False
+    drop_connection: bool = False
+    next_origin: str = ""
+    burst: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``hostile_keys`` as a sorted list)."""
@@ -111,6 +145,19 @@ class Faults:
 
 
 _FAULT_FIELDS = {f.name: f for f in dataclasses.fields(Faults)}
+# The faults ``burst`` limits to the next N API requests: how a request is answered, not the data.
+_TRANSPORT_FAULTS = {
+    "down": False,
+    "error_rate": 0.0,
+    "latency_ms": 0.0,
+    "drip_ms": 0.0,
+    "oversize_bytes": 0,
+    "truncate_rate": 0.0,
+    "garbage_rate": 0.0,
+    "wrong_envelope": False,
+    "drop_connection": False,
+    "next_origin": "",
+}
 
 
 def _coerce_fault(name: str, value: Any) -> Any:
@@ -120,6 +167,8 @@ def _coerce_fault(name: str, value: Any) -> Any:
         if isinstance(value, str):
             raise ValueError("hostile_keys must be a list of keys")
         return frozenset(str(k) for k in (value or ()))
+    if name == "error_status" and value and not 500 <= int(value) <= 599:
+        raise ValueError("error_status must be a 5xx status")
     kind = _FAULT_FIELDS[name].type
     if kind == "bool":
         if not isinstance(value, bool | int):
@@ -129,6 +178,12 @@ def _coerce_fault(name: str, value: Any) -> Any:
         return int(value)
     if kind == "float":
         return float(value)
+    if name == "next_origin":
+        value = str(value or "").rstrip("/")
+        parts = urlsplit(value)
+        if value and (parts.scheme not in ("http", "https") or not parts.netloc or parts.path):
+            raise ValueError("next_origin must be an origin like http://127.0.0.1:8766")
+        return value
     return value
 
 
@@ -160,6 +215,10 @@ def _empty_stats() -> dict[str, Any]:
             "garbage": 0,
             "wrong_envelope": 0,
             "hostile": 0,
+            "drip": 0,
+            "oversize": 0,
+            "dropped": 0,
+            "off_origin": 0,
         },
     }
 
@@ -191,6 +250,7 @@ class CatalogState:
         self._tokens: dict[str, tuple[str, float]] = {}
         self._faults = faults or Faults()
         self._rng = random.Random(self._faults.seed)
+        self._burst_used = 0
         self._windows: dict[str, collections.deque[float]] = {}
         self._stats = _empty_stats()
         self._insert_seq = 0
@@ -371,6 +431,7 @@ class CatalogState:
         with self.lock:
             self._faults = dataclasses.replace(self._faults, **coerced)
             self._rng = random.Random(self._faults.seed)
+            self._burst_used = 0
             if "throttle_per_window" in coerced or "throttle_window_s" in coerced:
                 self._windows.clear()
             if expire:
@@ -382,8 +443,21 @@ class CatalogState:
         with self.lock:
             self._faults = Faults()
             self._rng = random.Random(self._faults.seed)
+            self._burst_used = 0
             self._windows.clear()
             return dataclasses.replace(self._faults)
+
+    def request_faults(self) -> Faults:
+        """The faults one API request meets: all of them, or, past a ``burst``, none of the
+        transport ones (the data faults -- hostile runs, inserts, throttles, tokens -- stay)."""
+        with self.lock:
+            faults = dataclasses.replace(self._faults)
+            if faults.burst <= 0:
+                return faults
+            self._burst_used += 1
+            if self._burst_used <= faults.burst:
+                return faults
+        return dataclasses.replace(faults, **_TRANSPORT_FAULTS)
 
     def roll(self, rate: float) -> bool:
         """True with probability ``rate``, from the seeded generator."""
@@ -484,7 +558,9 @@ class CatalogState:
 
 
 class _Reply(Exception):
-    """Raised inside a handler to answer immediately."""
+    """Raised inside a handler to answer immediately. ``delivery`` says how the body goes out:
+    ``""`` at once, ``"drip"`` a byte every ``drip_s``, ``"truncate"`` half of it then the
+    connection closed, ``"oversize"`` ``oversize`` generated bytes, ``"drop"`` no answer at all."""
 
     def __init__(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None):
         super().__init__(status)
@@ -492,6 +568,10 @@ class _Reply(Exception):
         self.body = body
         self.content_type = content_type
         self.headers = headers or {}
+        self.delivery = ""
+        self.drip_s = 0.0
+        self.oversize = 0
+        self.declared = False
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -564,14 +644,56 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _send(self, reply: _Reply) -> None:
+        if reply.delivery == "drop":
+            self.close_connection = True
+            return
+        if reply.delivery == "oversize":
+            self._send_oversize(reply)
+            return
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         for name, value in reply.headers.items():
             self.send_header(name, value)
+        if reply.delivery == "drip":
+            self.end_headers()
+            stopping = self.server.stopping
+            for i in range(len(reply.body)):
+                if stopping.wait(reply.drip_s):
+                    break
+                self.wfile.write(reply.body[i : i + 1])
+            self.close_connection = True
+            return
+        if reply.delivery == "truncate":
+            self.end_headers()
+            self.wfile.write(reply.body[: len(reply.body) // 2])
+            self.close_connection = True  # short of its Content-Length: the client sees the cut
+            return
         # Headers and body in one write: separate small writes would meet delayed ACKs (~40 ms each).
         self._headers_buffer.append(b"\r\n" + reply.body)
         self.flush_headers()
+
+    def _send_oversize(self, reply: _Reply) -> None:
+        """A valid JSON page of ``reply.oversize`` bytes, written a block at a time."""
+        head = b'{"count":0,"next":null,"previous":null,"results":[],"padding":"'
+        tail = b'"}'
+        padding = max(0, reply.oversize - len(head) - len(tail))
+        self.send_response(reply.status)
+        self.send_header("Content-Type", "application/json")
+        if reply.declared:
+            self.send_header("Content-Length", str(len(head) + padding + len(tail)))
+        else:
+            self.send_header("Connection", "close")  # the body ends when the connection does
+        self.end_headers()
+        self.close_connection = True
+        self.wfile.write(head)
+        block = b"x" * 65536
+        stopping = self.server.stopping
+        while padding > 0 and not stopping.is_set():
+            piece = block if padding >= len(block) else block[:padding]
+            self.wfile.write(piece)
+            padding -= len(piece)
+        self.wfile.write(tail)
 
     def _dispatch(self, method: str) -> None:
         arrived = time.time()
@@ -680,7 +802,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _api(self, method: str, route: str, key: str | None, query: str) -> tuple[_Reply, int | None]:
         state = self.state
-        faults = state.faults
+        faults = state.request_faults()
+        if faults.drop_connection:
+            state.injected("dropped")
+            reply = _Reply(0, b"", "")
+            reply.delivery = "drop"
+            raise reply
         if faults.down:
             state.injected("down")
             raise _html_reply(503, _gateway_html(503))
@@ -688,7 +815,7 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(faults.latency_ms / 1000)
         if state.roll(faults.error_rate):
             state.injected("error")
-            status = state.choose((500, 502, 503))
+            status = faults.error_status or state.choose((500, 502, 503))
             raise _html_reply(status, SERVER_ERROR_HTML if status == 500 else _gateway_html(status))
         if state.take_forced_429():
             state.injected("forced_429")
@@ -713,6 +840,11 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             body, has_next = self._list(params, client)
             items = len(body["results"])
+            if faults.next_origin and body["next"]:
+                state.injected("off_origin")
+                parts = urlsplit(body["next"])
+                origin = urlsplit(faults.next_origin)
+                body["next"] = urlunsplit((origin.scheme, origin.netloc, *parts[2:]))
             if faults.wrong_envelope:
                 state.injected("wrong_envelope")
                 body = body["results"]
@@ -724,14 +856,29 @@ class _Handler(BaseHTTPRequestHandler):
                 state.insert_early(faults.insert_between_pages)
         if faults.latency_per_item_ms > 0 and items:
             time.sleep(faults.latency_per_item_ms * items / 1000)
+        if faults.oversize_bytes > 0:
+            state.injected("oversize")
+            reply = _Reply(200, b"", "application/json")
+            reply.delivery, reply.oversize, reply.declared = (
+                "oversize",
+                faults.oversize_bytes,
+                faults.oversize_declared,
+            )
+            return reply, items
         raw = _json_bytes(body)
+        delivery = ""
         if state.roll(faults.truncate_rate):
             state.injected("truncated")
-            raw = raw[: len(raw) // 2]
+            delivery = "truncate"
         elif state.roll(faults.garbage_rate):
             state.injected("garbage")
             raw = state.choose((b"", b"<html><body>Upstream garbage</body></html>", b"\x00\xff not json"))
-        return _Reply(200, raw, "application/json"), items
+        if not delivery and faults.drip_ms > 0:
+            state.injected("drip")
+            delivery = "drip"
+        reply = _Reply(200, raw, "application/json")
+        reply.delivery, reply.drip_s = delivery, faults.drip_ms / 1000
+        return reply, items
 
     @staticmethod
     def _exclude_utm(params: Mapping[str, str]) -> bool:
@@ -871,6 +1018,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def __init__(self, address: tuple[str, int], state: CatalogState) -> None:
         self.state = state
+        self.stopping = threading.Event()  # ends drips and oversize bodies when the server stops
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -921,13 +1069,15 @@ class StandinServer:
         self.state = CatalogState(runs, client_id=client_id, client_secret=client_secret, faults=faults)
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._bound_port = 0  # kept across stop(): start() again serves on the same port
 
     # --- lifecycle --------------------------------------------------------------------------------
 
     def start(self) -> StandinServer:
-        """Bind and start serving (idempotent)."""
+        """Bind and start serving (idempotent). After ``stop()``, binds the port it had before."""
         if self._httpd is None:
-            self._httpd = _HTTPServer((self.host, self.requested_port), self.state)
+            self._httpd = _HTTPServer((self.host, self._bound_port or self.requested_port), self.state)
+            self._bound_port = int(self._httpd.server_address[1])
             self._thread = threading.Thread(
                 target=self._httpd.serve_forever,
                 kwargs={"poll_interval": 0.1},
@@ -943,6 +1093,7 @@ class StandinServer:
         httpd, self._httpd = self._httpd, None
         if httpd is None:
             return
+        httpd.stopping.set()
         httpd.shutdown()
         httpd.close_connections()
         httpd.server_close()

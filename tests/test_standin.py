@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
@@ -283,10 +284,12 @@ def test_throttle_and_forced_429(server: StandinServer, api: requests.Session) -
 
 def test_truncated_garbage_and_wrong_envelope(server: StandinServer, api: requests.Session) -> None:
     server.set_faults(truncate_rate=1.0)
-    resp = api.get(_runs_url(server))
+    resp = api.get(_runs_url(server), stream=True)
     assert resp.status_code == 200
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(resp.text)
+    announced = int(resp.headers["Content-Length"])
+    with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
+        resp.content  # noqa: B018 - reading the body is the point: it stops short of its length
+    assert server.stats()["injected"]["truncated"] == 1 and announced > 0
     server.set_faults(truncate_rate=0.0, garbage_rate=1.0)
     for _ in range(3):
         resp = api.get(_runs_url(server))
@@ -308,6 +311,67 @@ def test_errors_down_and_latency_config(server: StandinServer, api: requests.Ses
     # Faults never apply to the token route or the control routes.
     assert requests.get(server.base_url + "_standin/stats", timeout=5).status_code == 200
     assert _token(server)
+
+
+def test_burst_limits_transport_faults_to_the_next_requests(
+    server: StandinServer, api: requests.Session
+) -> None:
+    server.set_faults(error_rate=1.0, error_status=502, burst=3)
+    assert [api.get(_runs_url(server)).status_code for _ in range(5)] == [502, 502, 502, 200, 200]
+    server.set_faults(burst=1)  # setting faults starts a new burst
+    assert [api.get(_runs_url(server)).status_code for _ in range(2)] == [502, 200]
+    stats = server.stats()
+    assert stats["injected"]["error"] == 4 and stats["status_5xx"] == 4
+    with pytest.raises(ValueError):
+        server.set_faults(error_status=404)
+
+
+def test_drip_sends_headers_then_one_byte_at_a_time(server: StandinServer, api: requests.Session) -> None:
+    server.set_faults(drip_ms=20)
+    started = time.monotonic()
+    resp = api.get(_runs_url(server, page=1, page_size=1), stream=True)
+    headers_after = time.monotonic() - started
+    first = resp.raw.read1(1024)
+    resp.close()
+    assert resp.status_code == 200 and int(resp.headers["Content-Length"]) > 100
+    assert headers_after < 0.5 and len(first) <= 2  # the headers at once, then a byte per 20 ms
+    assert server.stats()["injected"]["drip"] == 1
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_oversize_body_is_valid_json_of_the_asked_size(
+    server: StandinServer, api: requests.Session, declared: bool
+) -> None:
+    server.set_faults(oversize_bytes=300_000, oversize_declared=declared)
+    resp = api.get(_runs_url(server))
+    assert resp.status_code == 200 and len(resp.content) == 300_000
+    assert ("Content-Length" in resp.headers) is declared
+    assert resp.json()["results"] == []
+    assert server.stats()["injected"]["oversize"] == 1
+
+
+def test_next_origin_and_dropped_connections(server: StandinServer, api: requests.Session) -> None:
+    server.set_faults(next_origin="http://127.0.0.1:9")
+    body = api.get(_runs_url(server, page=1, page_size=10)).json()
+    assert body["next"].startswith("http://127.0.0.1:9/api/v1/course_runs/?") and "page=2" in body["next"]
+    with pytest.raises(ValueError):
+        server.set_faults(next_origin="http://127.0.0.1:9/path")
+    server.reset_faults()
+    server.set_faults(drop_connection=True)
+    with pytest.raises(requests.ConnectionError):
+        api.get(_runs_url(server))
+    assert server.stats()["injected"]["dropped"] == 1
+
+
+def test_a_stopped_server_refuses_and_restarts_on_its_port() -> None:
+    with StandinServer(generate_runs(5, seed=2)) as srv:
+        port = srv.port
+        srv.stop()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://127.0.0.1:{port}/_standin/health", timeout=2)
+        srv.start()
+        assert srv.port == port
+        assert requests.get(srv.base_url + "_standin/health", timeout=2).json()["count"] == 5
 
 
 def test_hostile_values(server: StandinServer, api: requests.Session) -> None:
