@@ -1,15 +1,17 @@
-"""The health report: database and broker reachable, freshness of the catalog data.
+"""The health report: database, cache and broker reachable, freshness of the catalog data.
 
-Public (``/health/`` answers anyone), so a failure is reported by its exception class only; the
-details go to the log (prefix ``health:``).
+``/health/`` answers anyone ``up`` or ``down`` and shows this report to staff only; even there a
+failure is reported by its exception class only, the details go to the log (prefix ``health:``).
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import datetime
 from typing import Any
 
+from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
@@ -34,6 +36,21 @@ def check_database() -> dict[str, Any]:
             cursor.fetchone()
     except Exception as exc:  # any failure means "not reachable", whatever the driver raises
         return _failure("database", exc)
+    return {"ok": True}
+
+
+def check_cache() -> dict[str, Any]:
+    """A write and a read of one short-lived key: the markers, the lease and the throttle need both."""
+    probe = f"catalog_sync:health:{uuid.uuid4().hex}"
+    try:
+        cache.set(probe, "ok", timeout=10)
+        answered = cache.get(probe)
+        cache.delete(probe)
+    except Exception as exc:  # refused, timeout, missing cache table: all mean "not usable"
+        return _failure("cache", exc)
+    if answered != "ok":
+        log.warning("health: cache did not return the value just written")
+        return {"ok": False, "error": "unreadable (wrote a value, read another)"}
     return {"ok": True}
 
 
@@ -75,11 +92,15 @@ def courses_never_synced() -> int:
 
 
 def health_report() -> dict[str, Any]:
-    """The ``/health/`` body; ``ok`` is true when the database and the broker are reachable."""
+    """The staff's ``/health/`` body; ``ok`` is true when the database, the cache and the broker
+    are reachable (the age of the last sweep is information, not a failure: a paused sweep
+    schedule must not take the web process out of a load balancer)."""
     database = check_database()
+    cache_state = check_cache()
     broker = check_broker()
     report: dict[str, Any] = {
         "database": database,
+        "cache": cache_state,
         "broker": broker,
         "last_complete_sweep": {"finished_at": None, "age_seconds": None},
         "courses_never_synced": None,
@@ -90,5 +111,5 @@ def health_report() -> dict[str, Any]:
             report["courses_never_synced"] = courses_never_synced()
         except Exception as exc:  # e.g. migrations not applied: the check itself must still answer
             report["database"] = _failure("database tables", exc)
-    report["ok"] = report["database"]["ok"] and broker["ok"]
+    report["ok"] = report["database"]["ok"] and cache_state["ok"] and broker["ok"]
     return report

@@ -1,37 +1,58 @@
-"""Thin views: parse at the edge, authorize, call one plain function, serialize."""
+"""Thin views: parse at the edge, authorize, call one plain function, serialize.
+
+Errors are JSON (``{"error": ...}``) and repeat at most ``api.errors.ECHO_LIMIT`` characters of
+what the caller sent.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
-from kombu.exceptions import OperationalError as BrokerError
 from opaque_keys import InvalidKeyError
+from opaque_keys.edx.keys import CourseKey
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from api.errors import short
 from api.health import health_report
 from api.permissions import IsSelfOrStaff
 from api.serializers import CourseEnrollmentSerializer, CourseOverviewSerializer
+from api.throttling import HEALTH_SCOPE, REFRESH_SCOPE, SettingsScopedRateThrottle
+from catalog.client import CatalogClient
 from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are_off
+from catalog.errors import CatalogError, CatalogThrottled, CatalogTimeout
 from catalog.keys import parse_course_key
-from catalog.refresh import refresh_courses
+from catalog.refresh import failure_text, refresh_courses
 from enrollments.models import CourseEnrollment
 from overviews.models import CourseOverview
-from tasks.refresh import refresh_course
 
 log = logging.getLogger("api")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
+# Seconds a ``?sync=1`` refresh may spend on the catalog, rate-slot wait included: a web worker
+# must not be held by a slow or dripping catalog (read timeouts alone reset on every byte).
+SYNC_REFRESH_DEADLINE = 5.0
+
 
 def _error(code: int, message: str, **extra) -> Response:
     return Response({"error": message, **extra}, status=code)
+
+
+def overview_exists(key: CourseKey) -> bool:
+    """Exact and case-sensitive on every database, like the refresh itself: ``refresh_courses``
+    and ``request_refresh`` compare the keys they read back with ``==``. The column is BINARY
+    on SQLite and PostgreSQL compares bytes; the comparison here keeps the rule in one place even
+    for a database whose collation folds case."""
+    return key in set(CourseOverview.objects.filter(id=key).values_list("id", flat=True))
 
 
 class AuthenticatedAPIView(APIView):
@@ -45,53 +66,112 @@ class AuthenticatedAPIView(APIView):
 class CourseOverviewRefreshView(AuthenticatedAPIView):
     """``POST /api/v1/course_overviews/<course key>/refresh/[?sync=1]`` (staff).
 
-    202 ``{"task_id", "course_key"}``: the per-course task is queued now (no coalescing window).
-    ``?sync=1``: refreshed in the request; 200 with the overview, 502 when the catalog failed (the
-    stored values are kept; a permanent error is recorded on the row). 503 while the kill switch
-    is on (nothing queued, nothing fetched), or when the broker or the catalog connection is not
-    available. 400 on a malformed key, 404 when no overview has it.
+    202 ``{"course_key", "status", "task_id"}``: the request goes through ``request_refresh``,
+    like the admin action and ``refresh_course --async``: ``status`` is ``queued`` (a task is
+    queued now; ``task_id`` is its id), ``coalesced`` (a fetch of the course is already pending:
+    it serves this request too; ``task_id`` null) or ``deferred`` (the broker is unavailable; the
+    request is recorded on the row and queued once the broker is back).
+
+    ``?sync=1``: refreshed in the request within ``SYNC_REFRESH_DEADLINE`` seconds; 200 with the
+    overview; 504 when the catalog did not answer in time, 502 when it failed, 503 with
+    ``Retry-After`` when the fleet's catalog rate limit has no slot in time (the stored values
+    are kept; the failure is recorded on the row).
+
+    503 while the kill switch is on or the integration is disabled in the admin (nothing queued,
+    nothing fetched), or when the catalog connection is not configured. 400 on a malformed key,
+    404 when no overview has exactly this key. 429 beyond the ``catalog_refresh`` throttle rate.
     """
 
     permission_classes = (IsAdminUser,)
+    throttle_classes = (SettingsScopedRateThrottle,)
+    throttle_scope = REFRESH_SCOPE
 
     def post(self, request: Request, course_key: str) -> Response:
         try:
             key = parse_course_key(course_key)
         except InvalidKeyError:
-            return _error(status.HTTP_400_BAD_REQUEST, f"malformed course key: {course_key!r}")
-        if not CourseOverview.objects.filter(id=key).exists():
+            return _error(status.HTTP_400_BAD_REQUEST, f"malformed course key: {short(course_key)}")
+        if not overview_exists(key):
             return _error(status.HTTP_404_NOT_FOUND, f"no course overview for {key}", course_key=str(key))
         reason = why_calls_are_off()  # the kill switch, or the integration disabled in the admin
         if reason:
             return _error(status.HTTP_503_SERVICE_UNAVAILABLE, reason, course_key=str(key))
         if request.query_params.get("sync", "").lower() in _TRUE:
             return self._refresh_now(key)
-        try:
-            task_id = refresh_course.apply_async((str(key),)).id
-        except BrokerError as exc:
-            log.warning("api: refresh of %s not queued: broker unavailable: %s", key, exc)
-            return _error(status.HTTP_503_SERVICE_UNAVAILABLE, "broker unavailable", course_key=str(key))
-        return Response({"task_id": task_id, "course_key": str(key)}, status=status.HTTP_202_ACCEPTED)
+        return self._request_refresh(key)
 
-    def _refresh_now(self, key) -> Response:
+    def _request_refresh(self, key: CourseKey) -> Response:
+        from tasks.refresh import request_refresh  # the Celery app is built on first use only
+
+        result = request_refresh([key])
+        if result.unknown:  # deleted since the check above
+            return _error(status.HTTP_404_NOT_FOUND, f"no course overview for {key}", course_key=str(key))
+        body = {"course_key": str(key), "task_id": result.task_ids.get(key)}
+        if result.queued:
+            body["status"] = "queued"
+        elif result.coalesced:
+            body["status"] = "coalesced"
+        else:
+            body["status"] = "deferred"
+            body["detail"] = "broker unavailable: the request is recorded and queued once it is back"
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+    def _refresh_now(self, key: CourseKey) -> Response:
         try:
-            with build_client() as client:
-                outcome = refresh_courses([key], client)
+            client = build_client(deadline=SYNC_REFRESH_DEADLINE)
         except (CatalogCallsDisabled, ImproperlyConfigured) as exc:
             return _error(status.HTTP_503_SERVICE_UNAVAILABLE, str(exc), course_key=str(key))
+        _bound_rate_wait(client, time.monotonic() + SYNC_REFRESH_DEADLINE)
+        with client:
+            # Nobody retries an in-request refresh: a retryable failure is recorded on the row too.
+            outcome = refresh_courses([key], client, record_retryable_errors=True)
         overview = CourseOverview.objects.filter(id=key).first()
         if outcome.not_found or overview is None:  # deleted meanwhile
             return _error(status.HTTP_404_NOT_FOUND, f"no course overview for {key}", course_key=str(key))
         data = CourseOverviewSerializer(overview).data
-        if outcome.error is not None:
-            return _error(
-                status.HTTP_502_BAD_GATEWAY,
-                f"catalog fetch failed: {type(outcome.error).__name__}: {outcome.error}",
-                course_key=str(key),
-                retryable=outcome.error.retryable,
-                overview=data,
+        if outcome.error is None:
+            return Response(data)
+        return _catalog_failure(outcome.error, key, data)
+
+
+def _catalog_failure(error: CatalogError, key: CourseKey, data: dict) -> Response:
+    if isinstance(error, CatalogTimeout):
+        code = status.HTTP_504_GATEWAY_TIMEOUT
+    elif isinstance(error, CatalogThrottled) and error.status is None:  # our own fleet limit
+        code = status.HTTP_503_SERVICE_UNAVAILABLE
+    else:
+        code = status.HTTP_502_BAD_GATEWAY
+    response = _error(
+        code,
+        f"catalog fetch failed: {failure_text(error)}",
+        course_key=str(key),
+        retryable=error.retryable,
+        overview=data,
+    )
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after:
+        response["Retry-After"] = str(max(1, round(retry_after)))
+    return response
+
+
+def _bound_rate_wait(client: CatalogClient, deadline_at: float) -> None:
+    """The fleet rate gate may sleep up to ``catalog.throttle.MAX_RATE_WAIT`` for a slot; in a web
+    request, a slot beyond the deadline is refused at once (``CatalogThrottled``, our own limit)."""
+    gate = client.gate
+    sleep = getattr(gate, "sleep", None)
+    if sleep is None:
+        return
+
+    def bounded_sleep(seconds: float) -> None:
+        if time.monotonic() + seconds > deadline_at:
+            raise CatalogThrottled(
+                "fleet rate limit: no catalog request slot within the request's deadline",
+                status=None,
+                retry_after=seconds,
             )
-        return Response(data)
+        sleep(seconds)
+
+    gate.sleep = bounded_sleep
 
 
 class UserCourseEnrollmentsView(AuthenticatedAPIView):
@@ -109,18 +189,38 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
         else:
             user = get_user_model().objects.filter(username=username).first()
             if user is None:
-                return _error(status.HTTP_404_NOT_FOUND, f"no user {username!r}")
+                return _error(status.HTTP_404_NOT_FOUND, f"no user {short(username)}")
         enrollments = CourseEnrollment.objects.active_for(user)
         return Response(CourseEnrollmentSerializer(enrollments, many=True).data)
 
 
-class HealthView(APIView):
-    """``GET /health/`` (anyone): 200 when the database and the broker answer, else 503."""
+class _QuietTokenAuthentication(TokenAuthentication):
+    """A wrong or expired token is anonymous here, not a 401: a probe never fails on credentials."""
 
-    authentication_classes = ()  # a stale session or token must not turn a probe into a 401
+    def authenticate(self, request):
+        try:
+            return super().authenticate(request)
+        except AuthenticationFailed:
+            return None
+
+
+class HealthView(APIView):
+    """``GET /health/`` (anyone): 200 ``{"status": "up"}`` when the database, the cache and the
+    broker answer, else 503 ``{"status": "down"}``. Staff (a session or a token) also get the
+    report: each check, the age of the last complete sweep, the courses never synced. Throttled
+    per client address (``health`` scope), 429 beyond it."""
+
+    authentication_classes = (_QuietTokenAuthentication, SessionAuthentication)
     permission_classes = (AllowAny,)
+    throttle_classes = (SettingsScopedRateThrottle,)
+    throttle_scope = HEALTH_SCOPE
 
     def get(self, request: Request) -> Response:
         report = health_report()
-        code = status.HTTP_200_OK if report["ok"] else status.HTTP_503_SERVICE_UNAVAILABLE
-        return Response(report, status=code, headers={"Cache-Control": "no-store"})
+        up = report["ok"]
+        body = {"status": "up" if up else "down"}
+        user = request.user
+        if user is not None and user.is_active and user.is_staff:
+            body.update(report)
+        code = status.HTTP_200_OK if up else status.HTTP_503_SERVICE_UNAVAILABLE
+        return Response(body, status=code, headers={"Cache-Control": "no-store"})

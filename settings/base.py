@@ -123,6 +123,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "UNAUTHENTICATED_USER": None,
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
     # https://www.django-rest-framework.org/api-guide/throttling/ : the views name their scope
     # (api.throttling). Counts live in the cache: a lost or raced count lets one extra request
     # through, an evicted one restarts the window; nothing but admission depends on them.
