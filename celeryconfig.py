@@ -68,6 +68,14 @@ MAX_COUNTDOWN = 900.0
 # schedules the fetch this much later; the others find it pending).
 PUBLISH_COALESCE_WINDOW = float(getattr(settings, "CATALOG_PUBLISH_COALESCE_WINDOW", 2.0))
 
+# --- The refresh outbox requeue (tasks.refresh.requeue_refreshes) ---------------------------
+# Every this many seconds, beat queues a fetch for each course whose refresh marker
+# (``catalog_refresh_requested_at``) is older than the coalescing window plus this interval: a
+# publish whose message never reached the broker, or was lost in it, is fetched all the same.
+REFRESH_REQUEUE_INTERVAL = float(getattr(settings, "CATALOG_REFRESH_REQUEUE_INTERVAL", 60.0))
+REQUEUE_SOFT_TIME_LIMIT = 50  # seconds: a tick queues at most 10,000 courses
+REQUEUE_TIME_LIMIT = 60
+
 # --- The full sweep -------------------------------------------------------------------------
 # The coordinator plans and dispatches chunks (a few queries per 20 chunks) and returns.
 SWEEP_SOFT_TIME_LIMIT = 1500
@@ -80,6 +88,16 @@ SWEEP_CHUNK_HTTP_ATTEMPTS = 12
 SWEEP_EXPIRES = 3600
 
 beat_scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler writes these entries to its tables when beat starts
+# (the interval follows the setting at every start); the daily sweep is created by a migration.
+beat_schedule = {
+    "catalog refresh requeue": {
+        "task": "catalog_sync.requeue_refreshes",
+        "schedule": REFRESH_REQUEUE_INTERVAL,
+        # A tick that no worker took before the next one is dropped: ticks never pile up.
+        "options": {"queue": REFRESH_QUEUE, "expires": REFRESH_REQUEUE_INTERVAL},
+    },
+}
 
 REFRESH_RETRY_POLICY = RetryPolicy(
     base=REFRESH_RETRY_BASE,

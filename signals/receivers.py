@@ -9,8 +9,10 @@ from typing import Any
 
 from django.db import transaction
 from django.dispatch import receiver
+from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
+from catalog.coalesce import OUTBOX_FIELD
 from catalog.switches import catalog_calls_disabled, fetch_on_create
 from overviews.models import CONTENT_FIELDS, CourseOverview
 from signals import course_published
@@ -32,6 +34,10 @@ def update_overview_in_place(sender: Any, course_key: CourseKey, **content: Any)
     if not isinstance(course_key, CourseKey):
         raise TypeError(f"course_key must be a CourseKey, got {type(course_key).__name__}")
     defaults = {name: value for name, value in content.items() if name in CONTENT_FIELDS}
+    # The outbox marker rides in the same UPDATE (or INSERT): the row itself records that it is
+    # owed a fetch, whatever becomes of the message queued after the commit (see catalog.coalesce).
+    # Set under the kill switch too, so courses published meanwhile are fetched once it is off.
+    defaults[OUTBOX_FIELD] = timezone.now()
     _, created = CourseOverview.objects.update_or_create(id=course_key, defaults=defaults)
     # The kill switch: content only, no fetch queued. (With the admin's `enabled` off the task is
     # still queued and stops before the network: the receiver stays at one cached switch read.)
@@ -45,16 +51,18 @@ def _after_commit(course_key: str, created: bool) -> None:
 
     if created and fetch_on_create() and _fetch_now(course_key):
         return
-    enqueue_refresh(course_key)
+    enqueue_refresh(course_key)  # never raises for the broker: one warning, the marker stays
 
 
 def _fetch_now(course_key: str) -> bool:
     """Option 2: fetch a new row's catalog data in this process, with a short timeout. True only
-    when it was synced; any failure falls back to the task."""
+    when it was synced (its outbox marker is then cleared); any failure falls back to the task."""
+    from catalog.coalesce import clear_requested
     from catalog.connection import build_client
     from catalog.keys import parse_course_key
     from catalog.refresh import refresh_courses
 
+    started = timezone.now()
     try:
         with build_client(timeout_budget=FETCH_ON_CREATE_TIMEOUT) as client:
             outcome = refresh_courses([parse_course_key(course_key)], client, record_permanent_errors=False)
@@ -65,4 +73,7 @@ def _fetch_now(course_key: str) -> bool:
             exc_info=True,
         )
         return False
-    return outcome.error is None and not outcome.not_found
+    if outcome.error is not None or outcome.not_found:
+        return False
+    clear_requested([course_key], not_after=started)
+    return True

@@ -211,4 +211,7 @@ def test_refresh_course_async_enqueues_one_task_per_known_course():
         assert f"queued {ov.id}" in out
         with pytest.raises(CommandError) as info:
             run("refresh_course", "--async", str(ov.id), "course-v1:No+Such+Course")
-        assert info.value.returncode == 1 and apply_async.call_count == 2
+        # the first one is still pending: coalesced, not queued twice
+        assert info.value.returncode == 1 and apply_async.call_count == 1
+        out, _ = run("refresh_course", "--async", str(ov.id))
+        assert f"already pending {ov.id}" in out and apply_async.call_count == 1

@@ -55,3 +55,76 @@ def test_current_config_sees_an_admin_change_that_the_thread_cache_would_hide():
     # ...but not this worker's per-thread copy, which config_models alone would keep forever
     assert CatalogIntegration.current().page_size == 10
     assert current_config().page_size == 250
+
+
+# --- The per-course task spends Celery's own retry count --------------------------------------
+# The task runs as a worker runs it: the message's retry count in the request, and the message it
+# sends for its retry captured at `apply_async` and fed back as the next delivery.
+
+KEY = "course-v1:RetryX+R1+2025"
+
+
+def _deliver(task, retries: int):
+    """One delivery of the per-course message with this retry count: what the task returned, or
+    the retry count of the message it sent for next time."""
+    from unittest import mock
+
+    from celery.exceptions import Retry
+
+    task.push_request(args=(KEY,), kwargs={}, retries=retries, id="task-1", called_directly=False)
+    try:
+        with mock.patch.object(task, "apply_async") as apply_async:
+            try:
+                return task.run(KEY), None
+            except Retry:
+                (options,) = [c.kwargs for c in apply_async.call_args_list]
+                return None, options
+    finally:
+        task.pop_request()
+
+
+@pytest.fixture
+def failing_course(catalog_settings):
+    import responses
+    from opaque_keys.edx.keys import CourseKey
+
+    from tests.factories import CourseOverviewFactory
+    from tests.wire import WireCatalog
+
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        wire = WireCatalog(rsps)
+        CourseOverviewFactory(id=CourseKey.from_string(KEY), catalog_status="ok")
+        yield wire
+
+
+@pytest.mark.django_db
+def test_each_retry_spends_one_of_celerys_count_and_the_task_gives_up_when_spent(failing_course):
+    import celeryconfig as conf
+    from overviews.models import CourseOverview
+    from tasks.refresh import refresh_course
+
+    failing_course.before_list = lambda w: (503, {}, "down")
+    seen, retries = [], 0
+    for _ in range(3 * conf.REFRESH_MAX_RETRIES):  # a count that never advanced would loop on
+        returned, options = _deliver(refresh_course, retries)
+        if returned is not None:
+            break
+        retries = options["retries"]
+        seen.append(retries)
+    assert returned == "gave-up"
+    assert seen == list(range(1, conf.REFRESH_MAX_RETRIES + 1))
+    row = CourseOverview.objects.get(id=KEY)
+    assert row.catalog_status == "error" and "503" in row.catalog_error
+
+
+@pytest.mark.django_db
+def test_a_fleet_pause_goes_back_to_the_queue_without_spending_a_retry(failing_course):
+    from unittest import mock
+
+    from catalog.refresh import RefreshOutcome
+    from tasks import refresh as refresh_tasks
+
+    pause = CatalogThrottled("fleet paused", status=None, retry_after=7)
+    with mock.patch.object(refresh_tasks, "refresh_courses", return_value=RefreshOutcome(error=pause)):
+        returned, options = _deliver(refresh_tasks.refresh_course, 12)  # even with the budget spent
+    assert returned is None and options["retries"] == 12 and options["countdown"] == 7

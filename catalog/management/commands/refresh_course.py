@@ -1,10 +1,11 @@
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
+from catalog.coalesce import clear_requested
 from catalog.connection import CatalogCallsDisabled, build_client
 from catalog.keys import parse_keys_or_exit
 from catalog.refresh import refresh_courses
-from overviews.models import CourseOverview
 
 EXIT_FETCH_FAILED = 1
 
@@ -29,9 +30,11 @@ class Command(BaseCommand):
         if options["run_async"]:
             self._enqueue(keys)
             return
+        started = timezone.now()
         try:
             with build_client() as client:
-                outcome = refresh_courses(keys, client)
+                # No retry follows here: a retryable failure is recorded on the rows too.
+                outcome = refresh_courses(keys, client, record_retryable_errors=True)
         except (CatalogCallsDisabled, ImproperlyConfigured) as exc:
             raise CommandError(str(exc), returncode=EXIT_FETCH_FAILED) from exc
         for key in outcome.not_found:
@@ -39,22 +42,31 @@ class Command(BaseCommand):
         self.stdout.write(f"refresh_course: {outcome.counters.as_line()} not_found={len(outcome.not_found)}")
         if outcome.error:
             raise CommandError(f"catalog fetch failed: {outcome.error}", returncode=EXIT_FETCH_FAILED)
+        clear_requested(keys, not_after=started)  # requests made before this fetch are answered
         if outcome.not_found:
             raise CommandError("some courses have no overview", returncode=EXIT_FETCH_FAILED)
 
     def _enqueue(self, keys):
+        """``--async``: one refresh request (coalesced, like a publish's), one line per key."""
         from catalog.connection import why_calls_are_off
-        from tasks.refresh import refresh_course
+        from tasks.refresh import request_refresh  # the Celery app is built on first use only
 
         reason = why_calls_are_off()
         if reason:
             raise CommandError(f"{reason}; nothing queued", returncode=EXIT_FETCH_FAILED)
-        known = set(CourseOverview.objects.filter(id__in=keys).values_list("id", flat=True))
-        for key in keys:
-            if key not in known:
-                self.stderr.write(f"no overview for {key}")
-                continue
-            result = refresh_course.apply_async((str(key),))
-            self.stdout.write(f"queued {key} (task {result.id})")
-        if len(known) < len(set(keys)):
+        request = request_refresh(keys)
+        for key in request.queued:
+            self.stdout.write(f"queued {key} (task {request.task_ids[key]})")
+        for key in request.coalesced:
+            self.stdout.write(f"already pending {key}")
+        for key in request.deferred:
+            self.stderr.write(f"not queued {key}: recorded, queued again once the broker is back")
+        for key in request.unknown:
+            self.stderr.write(f"no overview for {key}")
+        if request.deferred:
+            raise CommandError(
+                f"broker unavailable ({request.broker_error}): {len(request.deferred)} course(s) not queued",
+                returncode=EXIT_FETCH_FAILED,
+            )
+        if request.unknown:
             raise CommandError("some courses have no overview", returncode=EXIT_FETCH_FAILED)
