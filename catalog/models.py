@@ -5,6 +5,7 @@ from __future__ import annotations
 from config_models.models import ConfigurationModel
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 from edx_django_utils.cache import RequestCache
 
 DEFAULT_PAGE_SIZE = 100
@@ -75,11 +76,20 @@ class SweepStatus(models.TextChoices):
 
 
 class SweepRun(models.Model):
-    """One full resync: progress, counters and checkpoint. Chunks are ``SweepChunk`` rows."""
+    """One full resync: progress, counters and checkpoint. Chunks are ``SweepChunk`` rows.
+
+    The row is the record and the lease: at most one run is ``running`` (a partial unique
+    constraint), ``heartbeat_at`` says it is alive, ``owner`` names the process coordinating it.
+    Counters are added with ``F()`` as each chunk attempt is recorded, so they always equal the
+    sum of the chunk rows.
+    """
 
     started_at = models.DateTimeField(auto_now_add=True, db_index=True)
     finished_at = models.DateTimeField(null=True, blank=True, db_index=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # A random token of the process that started or took over the run; a coordinator whose token
+    # is gone (taken over after its heartbeat went stale) stops.
+    owner = models.CharField(max_length=32, blank=True, default="")
     status = models.CharField(
         max_length=8, choices=SweepStatus.choices, default=SweepStatus.RUNNING, db_index=True
     )
@@ -89,11 +99,11 @@ class SweepRun(models.Model):
     # Checkpoint: every overview up to this key has a chunk; planning resumes after it.
     cursor = models.CharField(max_length=255, blank=True, default="")
     planning_done = models.BooleanField(default=False)
-    resumed = models.PositiveIntegerField(default=0, help_text="times resumed after its lease expired")
+    resumed = models.PositiveIntegerField(default=0, help_text="times resumed after its heartbeat went stale")
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
     chunks_failed = models.PositiveIntegerField(default=0)
-    # Counters (summed from the chunks; refreshed as chunks finish and at the end).
+    # Counters: the sum of the chunk rows, added in the same transaction as each chunk's record.
     courses_seen = models.PositiveIntegerField(default=0)
     courses_updated = models.PositiveIntegerField(default=0)
     courses_unchanged = models.PositiveIntegerField(default=0)
@@ -109,6 +119,12 @@ class SweepRun(models.Model):
     class Meta:
         ordering = ("-started_at",)
         get_latest_by = "started_at"
+        constraints = [
+            # The single-flight lease: a second trigger's INSERT of a running run fails.
+            models.UniqueConstraint(
+                fields=["status"], condition=Q(status="running"), name="one_running_sweep"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"sweep #{self.pk} ({self.status})"
@@ -118,6 +134,8 @@ class ChunkStatus(models.TextChoices):
     PENDING = "pending", "pending"
     DONE = "done", "done"
     FAILED = "failed", "failed"
+    # Never attempted to the end: its run stopped (a failed chunk in-process, an interrupt).
+    CANCELLED = "cancelled", "cancelled"
 
 
 class SweepChunk(models.Model):
@@ -128,7 +146,7 @@ class SweepChunk(models.Model):
     first_key = models.CharField(max_length=255)
     last_key = models.CharField(max_length=255)
     size = models.PositiveIntegerField()
-    status = models.CharField(max_length=8, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
+    status = models.CharField(max_length=16, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
     finished_at = models.DateTimeField(null=True, blank=True)
     seen = models.PositiveIntegerField(default=0)
     updated = models.PositiveIntegerField(default=0)
@@ -137,6 +155,7 @@ class SweepChunk(models.Model):
     refused = models.PositiveIntegerField(default=0)
     errored = models.PositiveIntegerField(default=0)
     superseded = models.PositiveIntegerField(default=0)
+    # Every attempt's cost, failed ones included (token requests, 429s, errors).
     catalog_requests = models.PositiveIntegerField(default=0)
     retries = models.PositiveIntegerField(default=0)
     throttled = models.PositiveIntegerField(default=0)
@@ -148,3 +167,19 @@ class SweepChunk(models.Model):
 
     def __str__(self) -> str:
         return f"chunk {self.seq} of sweep #{self.run_id}"
+
+
+class RateWindow(models.Model):
+    """The fleet rate limit's counter for one time window (``catalog.throttle``): a request is
+    admitted by one atomic ``UPDATE ... SET used = used + 1 WHERE used < allowed``, which the
+    database cache's read-then-write ``incr`` is not. Old windows are deleted as new ones start."""
+
+    seconds = models.PositiveIntegerField()  # the window's length
+    number = models.BigIntegerField()  # which window: int(unix time // seconds)
+    used = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["seconds", "number"], name="unique_rate_window")]
+
+    def __str__(self) -> str:
+        return f"rate window {self.seconds}s #{self.number}: {self.used}"

@@ -1,7 +1,17 @@
 """Fleet-wide catalog quota: one shared pause on a 429, and a shared requests-per-second limit.
 
-State lives in Django's cache (Redis in production), so every worker process obeys the same
-pause and shares the same budget instead of each hammering the catalog on its own.
+Shared by every worker process, so that they obey the same pause and share the same budget
+instead of each hammering the catalog on its own:
+
+- the rate window's counter is a database row (``catalog.models.RateWindow``), admitted with one
+  atomic ``UPDATE ... SET used = used + 1 WHERE used < allowed``. It was a cache ``incr``: atomic
+  on Redis, but a read then a write on Django's database cache (the embedded default), so two
+  workers could both take the last slot, and at a 200/hour quota one request too many is a 429
+  whose Retry-After pauses the fleet for up to an hour. It costs one or two small queries per
+  catalog request, and only while a rate limit is set (``rate_limit_per_second`` > 0).
+- the pause stays in the cache, as a hint: a lost or raced pause (two workers set it; the
+  database cache's ``set`` racing; Redis evicting it) costs at most one more request answered
+  429, which sets it again. Nothing is decided by it that a 429 would not decide anyway.
 
 - ``pause(seconds)``: after a 429, nobody calls the catalog until its Retry-After has passed.
 - ``before_request()``: called by the client before every catalog request. While paused it
@@ -17,13 +27,15 @@ import time
 from collections.abc import Callable
 
 from django.core.cache import cache
+from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from catalog.errors import CatalogThrottled
+from catalog.models import RateWindow
 
 log = logging.getLogger("catalog.throttle")
 
 PAUSE_KEY = "catalog_sync:throttle:paused_until"
-_SLOT_KEY = "catalog_sync:throttle:slot:{}"
 # Seconds a request may wait in-process for a rate slot (a 200/hour quota has 18-second slots);
 # beyond that it raises CatalogThrottled and the task waits the rest out as a fleet pause.
 MAX_RATE_WAIT = 30.0
@@ -73,7 +85,7 @@ class FleetThrottle:
         self.throttled += 1
         self.pause(retry_after if retry_after is not None else 60.0)
 
-    # -- the rate limit: fixed windows counted with an atomic cache incr ----------------------
+    # -- the rate limit: fixed windows counted in the database ---------------------------------
     # A rate of r requests/s is enforced as `allowed` requests per window of `window` seconds:
     # r >= 1 -> 1-second windows of floor(r); r < 1 -> one request per ceil(1/r) seconds (0.055/s,
     # the catalog's 200/hour, is one request every 18 s).
@@ -92,13 +104,7 @@ class FleetThrottle:
         while True:
             now = self.clock()
             slot = int(now // window)
-            key = _SLOT_KEY.format(f"{window}:{slot}")
-            cache.add(key, 0, timeout=window + 5)
-            try:
-                used = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                continue
-            if used <= allowed:
+            if admit(window, slot, allowed):
                 return
             next_slot = (slot + 1) * window
             if next_slot > deadline:
@@ -108,3 +114,20 @@ class FleetThrottle:
                     retry_after=max(1.0, next_slot - now),
                 )
             self.sleep(max(0.01, next_slot - now))
+
+
+def admit(seconds: int, number: int, allowed: int) -> bool:
+    """Take one of the ``allowed`` requests of window ``number`` (of ``seconds`` each): one
+    guarded UPDATE, atomic on every database; the window's row is created by its first request."""
+    windows = RateWindow.objects.filter(seconds=seconds, number=number, used__lt=allowed)
+    if windows.update(used=F("used") + 1):
+        return True
+    try:
+        with transaction.atomic():
+            RateWindow.objects.create(seconds=seconds, number=number, used=1)
+    except IntegrityError:  # it exists: full, or another worker created it a moment ago
+        return bool(windows.update(used=F("used") + 1))
+    # a new window started: drop the old ones (the previous one may still be in use by a worker
+    # whose clock lags a little)
+    RateWindow.objects.filter(seconds=seconds, number__lt=number - 1).delete()
+    return True

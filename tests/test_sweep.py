@@ -1,24 +1,33 @@
 """The durable sweep: single flight, checkpoint and resume, chunks counted once, fresher data wins,
-and the fleet-wide throttle. Plain functions called directly; the catalog is mocked at the wire."""
+and the fleet-wide throttle. Plain functions called directly; the catalog is mocked at the wire.
+
+The sweep's state is its rows: no test here clears or fakes a cache to steer it."""
 
 from __future__ import annotations
 
+import io
+import itertools
+from datetime import timedelta
 from unittest import mock
 
 import pytest
 import responses
 from django.core.cache import cache
-from django.db import connection
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Sum
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog import sweep as sweeps
 from catalog.client import CatalogClient
-from catalog.errors import CatalogThrottled
-from catalog.models import CatalogIntegration, SweepStatus
+from catalog.errors import CatalogServerError, CatalogThrottled
+from catalog.models import CatalogIntegration, ChunkStatus, RateWindow, SweepChunk, SweepRun, SweepStatus
 from catalog.refresh import refresh_courses
 from catalog.sync import SyncCounters
-from catalog.throttle import FleetThrottle
+from catalog.throttle import FleetThrottle, admit
 from overviews.models import CourseOverview
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
@@ -29,13 +38,48 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def wire(catalog_settings):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        yield WireCatalog(rsps)
+        catalog = WireCatalog(rsps)
+        catalog.calls = rsps.calls  # every request the catalog saw, the token ones included
+        yield catalog
 
 
 def _courses(wire, n, **overrides):
     rows = CourseOverviewFactory.create_batch(n)
     wire.add(*(catalog_run(str(ov.id), **overrides) for ov in rows))
     return rows
+
+
+def _stale(run, by=timedelta(seconds=1)):
+    """Make the run's last heartbeat older than the lease TTL (by ``by``)."""
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - sweeps.lease_ttl() - by)
+
+
+def _plan_all(run):
+    return [chunk for batch in sweeps.plan_chunks(run) for chunk in batch]
+
+
+def _assert_run_is_the_sum_of_its_chunks(run):
+    run.refresh_from_db()
+    sums = run.chunks.aggregate(
+        seen=Sum("seen"),
+        updated=Sum("updated"),
+        unchanged=Sum("unchanged"),
+        errored=Sum("errored"),
+        requests=Sum("catalog_requests"),
+        retries=Sum("retries"),
+        throttled=Sum("throttled"),
+    )
+    assert sums == {
+        "seen": run.courses_seen,
+        "updated": run.courses_updated,
+        "unchanged": run.courses_unchanged,
+        "errored": run.courses_errored,
+        "requests": run.catalog_requests,
+        "retries": run.retries,
+        "throttled": run.throttled,
+    }
+    assert run.chunks_done == run.chunks.filter(status__in=["done", "failed"]).count()
+    assert run.chunks_failed == run.chunks.filter(status="failed").count()
 
 
 def _run(client, run, attempts=3):
@@ -55,7 +99,7 @@ def test_a_sweep_syncs_everything_then_frees_the_lease(wire, catalog_client):
     run = _run(catalog_client, sweeps.start_sweep("command", page_size=10))
     assert run.status == SweepStatus.COMPLETE and run.finished_at
     assert (run.chunks_total, run.chunks_done, run.courses_seen, run.courses_updated) == (3, 3, 25, 25)
-    assert run.catalog_requests == 3
+    assert run.catalog_requests == 4 == len(wire.calls)  # 3 chunks and the token request
     assert sweeps.lease_holder() is None
     again = _run(catalog_client, sweeps.start_sweep("command", page_size=10))
     assert (again.courses_updated, again.courses_unchanged) == (0, 25)
@@ -70,7 +114,7 @@ def test_a_dead_sweep_is_resumed_from_its_checkpoint_not_started_over(wire, cata
             counters = sweeps.sync_chunk(chunk.first_key, chunk.last_key, catalog_client)
             sweeps.finish_chunk(run.pk, chunk.pk, sweeps.ChunkOutcome(counters))
         assert run.cursor == str(sorted(str(r.id) for r in rows)[9])
-        cache.delete(sweeps.LEASE_KEY)  # its lease expired: no heartbeat
+        _stale(run)  # the worker died: no heartbeat for longer than the TTL
         wire.requested_keys.clear()
 
         resumed = sweeps.start_sweep("beat")
@@ -85,13 +129,14 @@ def test_a_dead_sweep_is_resumed_from_its_checkpoint_not_started_over(wire, cata
 def test_a_chunk_finished_twice_counts_once(wire, catalog_client):
     _courses(wire, 4)
     run = sweeps.start_sweep("beat", page_size=10)
-    (chunk,) = next(sweeps.plan_chunks(run))
-    outcome = sweeps.ChunkOutcome(SyncCounters(seen=4, updated=4))
+    (chunk,) = _plan_all(run)
+    outcome = sweeps.ChunkOutcome(SyncCounters(seen=4, updated=4, catalog_requests=1))
     assert sweeps.finish_chunk(run.pk, chunk.pk, outcome) is True
     assert sweeps.finish_chunk(run.pk, chunk.pk, outcome) is False  # redelivered duplicate
-    sweeps.mark_planning_done(run)
-    run = sweeps.refresh_run(run)
-    assert run.courses_seen == 4 and run.status == SweepStatus.COMPLETE
+    run.refresh_from_db()
+    assert (run.status, run.courses_seen, run.courses_updated, run.chunks_done) == ("complete", 4, 4, 1)
+    # the duplicate's result is dropped; the request it sent is still counted, on both rows
+    assert run.catalog_requests == 2 == SweepChunk.objects.get(pk=chunk.pk).catalog_requests
 
 
 def test_page_size_is_read_from_the_admin_for_each_planning_step(wire, catalog_client):
@@ -113,6 +158,28 @@ def test_failed_chunk_stops_the_in_process_sweep_keeps_data_and_frees_the_lease(
     assert run.status == SweepStatus.FAILED and "CatalogServerError" in run.error
     assert run.courses_updated == 10
     assert sweeps.lease_holder() is None
+    # the record tells the truth: the failed chunk, its two attempts, the token request
+    assert (run.chunks_done, run.chunks_failed, run.retries) == (2, 1, 1)
+    assert run.catalog_requests == 4 == len(wire.calls)
+    assert run.courses_errored == 10
+
+
+def test_a_first_chunk_failing_after_5_attempts_records_every_attempt_and_leaves_nothing_pending(
+    wire, catalog_client
+):
+    _courses(wire, 20)
+    wire.before_list = lambda w: (503, {}, "down")
+    run = _run(catalog_client, sweeps.start_sweep("command", page_size=1), attempts=5)
+    assert run.status == SweepStatus.FAILED and "after 5 attempt(s)" in run.error
+    statuses = dict(run.chunks.values_list("seq", "status"))
+    assert ChunkStatus.PENDING not in statuses.values()
+    assert statuses[0] == ChunkStatus.FAILED
+    assert set(list(statuses.values())[1:]) == {ChunkStatus.CANCELLED}
+    assert (run.chunks_failed, run.retries) == (1, 4)
+    # 5 attempts of chunk 0, the prefetch of chunk 1 and the token: all of them, and on the rows
+    assert len(wire.calls) == 7 == run.catalog_requests
+    _assert_run_is_the_sum_of_its_chunks(run)
+    assert sweeps.start_sweep("command") is not None  # the lease is free
 
 
 @pytest.mark.parametrize("courses", [100, 400])
@@ -123,10 +190,13 @@ def test_sql_queries_per_chunk_are_at_most_three(wire, catalog_client, courses):
     with CaptureQueriesContext(connection) as queries:
         for chunk in chunks:
             counters = sweeps.sync_chunk(chunk.first_key, chunk.last_key, catalog_client)
-            with mock.patch.object(sweeps, "refresh_run"):  # the roll-up every 10 chunks, counted below
-                sweeps.finish_chunk(run.pk, chunk.pk, sweeps.ChunkOutcome(counters))
+            sweeps.finish_chunk(run.pk, chunk.pk, sweeps.ChunkOutcome(counters))
     writes = [q for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
-    assert len(writes) / len(chunks) <= 3, [q["sql"][:50] for q in writes[:6]]
+    # the sync: read the rows, one guarded write; the record: the chunk, the run's F() counters,
+    # the completion check (its own statement, so that it sees every other finisher's commit)
+    assert len(writes) / len(chunks) <= 5, [q["sql"][:50] for q in writes[:6]]
+    run.refresh_from_db()
+    assert run.status == SweepStatus.COMPLETE and run.courses_seen == courses
 
 
 def test_a_chunk_never_overwrites_a_fresher_per_course_fetch(wire, client_config):
@@ -210,20 +280,19 @@ def test_the_fleet_rate_limit_spreads_requests_over_seconds():
 
 
 def test_the_chunk_task_records_a_permanent_failure_with_its_courses_errored(wire):
-    from catalog.models import SweepChunk
     from tasks.sweep import sweep_chunk
 
     _courses(wire, 6)
     run = sweeps.start_sweep("beat", page_size=10)
-    (chunk,) = next(sweeps.plan_chunks(run))
+    (chunk,) = _plan_all(run)
     wire.before_list = lambda w: (403, {}, '{"detail": "forbidden"}')
     assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key) == "failed"
     chunk = SweepChunk.objects.get(pk=chunk.pk)
     assert chunk.status == "failed" and chunk.errored == 6 and "403" in chunk.error
-    sweeps.mark_planning_done(run)
-    run = sweeps.refresh_run(run)
+    run.refresh_from_db()
     # its only chunk failed: the run failed (with some chunks done it would be "partial")
     assert run.status == SweepStatus.FAILED and run.courses_errored == 6 and run.chunks_failed == 1
+    assert run.catalog_requests == 2 == len(wire.calls)  # the token and the refused request
 
 
 def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
@@ -231,12 +300,34 @@ def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
 
     _courses(wire, 6)
     run = sweeps.start_sweep("beat", page_size=10)
-    (chunk,) = next(sweeps.plan_chunks(run))
-    sweeps.mark_planning_done(run)
+    (chunk,) = _plan_all(run)
     assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key) == "done"
     run.refresh_from_db()
     assert run.status == SweepStatus.COMPLETE and run.courses_updated == 6
     assert sweeps.lease_holder() is None
+    # a redelivered copy does nothing, not even a catalog request
+    calls = len(wire.calls)
+    assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key) == "already-finished"
+    assert len(wire.calls) == calls
+
+
+def test_the_chunk_task_counts_each_failed_attempt_on_the_rows_as_it_happens(wire):
+    from tasks.sweep import sweep_chunk
+
+    _courses(wire, 6)
+    run = sweeps.start_sweep("beat", page_size=10)
+    (chunk,) = _plan_all(run)
+    wire.before_list = lambda w: (503, {}, "down") if w.list_requests <= 2 else None
+    for attempt in range(2):  # called directly, self.retry re-raises the error
+        with pytest.raises(CatalogServerError):
+            sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key, retries=attempt)
+        row = SweepChunk.objects.get(pk=chunk.pk)
+        assert (row.status, row.retries) == ("pending", attempt + 1)
+    assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key, retries=2) == "done"
+    run.refresh_from_db()
+    assert run.status == SweepStatus.COMPLETE and (run.retries, run.courses_updated) == (2, 6)
+    assert run.catalog_requests == 4 == len(wire.calls)  # token, two 503s, the answer
+    _assert_run_is_the_sum_of_its_chunks(run)
 
 
 def test_a_rate_below_one_per_second_spaces_requests_instead_of_blocking_them():
@@ -269,3 +360,165 @@ def test_a_large_page_size_is_planned_as_chunks_of_one_request_each(wire, catalo
     assert run.status == SweepStatus.COMPLETE and run.courses_updated == 300
     # 300 keys of ~36 encoded characters do not fit one 4 KB URL: several chunks, one request each
     assert run.chunks_total > 1 and wire.list_requests == run.chunks_total
+
+
+# -- completion and counters from the rows ---------------------------------------------------
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+@pytest.mark.parametrize("finished_before_planning_done", [0, 2, 3])
+def test_the_last_finisher_completes_the_run_whatever_the_order(order, finished_before_planning_done):
+    CourseOverviewFactory.create_batch(3)
+    run = sweeps.start_sweep("beat", page_size=1)
+    with mock.patch.object(sweeps, "PLAN_BATCH", 1):
+        plan = sweeps.plan_chunks(run)
+        chunks = [next(plan)[0] for _ in range(3)]  # all planned; planning_done not yet known
+        outcome = sweeps.ChunkOutcome(SyncCounters(seen=1, updated=1, catalog_requests=1))
+        for position, index in enumerate(order):
+            if position == finished_before_planning_done:
+                assert list(plan) == []  # planning ends (and completes the run if all are done)
+            assert SweepRun.objects.get(pk=run.pk).status == SweepStatus.RUNNING
+            assert sweeps.finish_chunk(run.pk, chunks[index].pk, outcome)
+        if finished_before_planning_done == 3:
+            assert SweepRun.objects.get(pk=run.pk).status == SweepStatus.RUNNING
+            assert list(plan) == []
+    run.refresh_from_db()
+    assert run.status == SweepStatus.COMPLETE and run.finished_at
+    assert (run.chunks_done, run.courses_seen, run.catalog_requests) == (3, 3, 3)
+    _assert_run_is_the_sum_of_its_chunks(run)
+
+
+def test_a_partial_run_is_counted_from_its_chunks():
+    CourseOverviewFactory.create_batch(4)
+    run = sweeps.start_sweep("beat", page_size=2)
+    first, second = _plan_all(run)
+    sweeps.record_attempt(run.pk, first.pk, requests=2, throttled=1, retried=True)
+    sweeps.finish_chunk(run.pk, first.pk, sweeps.ChunkOutcome(SyncCounters(seen=2, unchanged=2), requests=1))
+    sweeps.finish_chunk(run.pk, second.pk, sweeps.ChunkOutcome(SyncCounters(), requests=3, error="boom"))
+    run.refresh_from_db()
+    assert run.status == SweepStatus.PARTIAL and (run.chunks_done, run.chunks_failed) == (2, 1)
+    assert (run.courses_unchanged, run.courses_errored, run.catalog_requests) == (2, 2, 6)
+    assert (run.retries, run.throttled) == (1, 1)
+    _assert_run_is_the_sum_of_its_chunks(run)
+
+
+# -- the lease is the running row ------------------------------------------------------------
+
+
+def test_the_database_holds_at_most_one_running_sweep():
+    SweepRun.objects.create(status=SweepStatus.RUNNING)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        SweepRun.objects.create(status=SweepStatus.RUNNING)
+    SweepRun.objects.create(status=SweepStatus.COMPLETE)
+    SweepRun.objects.create(status=SweepStatus.COMPLETE)
+
+
+def test_a_running_sweep_is_taken_over_only_once_its_heartbeat_is_older_than_the_ttl(settings):
+    settings.CATALOG_SWEEP_LEASE_TTL = 60
+    cache.clear()  # nothing of the lease is in the cache: clearing it changes nothing
+    run = sweeps.start_sweep("beat")
+    _stale(run, by=timedelta(seconds=-5))  # 55 s without a heartbeat: alive
+    assert sweeps.start_sweep("beat") is None
+    _stale(run)  # 61 s: dead
+    seen_stale = SweepRun.objects.get(pk=run.pk)
+    resumed = sweeps.start_sweep("command", in_process=True)
+    assert resumed.pk == run.pk and resumed.resumed == 1 and resumed.owner != run.owner
+    # the old owner can neither heartbeat nor stop it any more; the new one can
+    assert not sweeps.heartbeat(run.pk, run.owner)
+    assert sweeps.stop_run(run, "late").status == SweepStatus.RUNNING
+    assert sweeps.heartbeat(run.pk, resumed.owner)
+    # a second trigger that saw the same stale heartbeat loses the compare-and-set
+    assert sweeps._take_over(seen_stale, "another", timezone.now(), "beat") is None
+    assert SweepRun.objects.get(pk=run.pk).resumed == 1
+
+
+def test_a_resumed_run_whose_chunks_had_all_finished_completes_at_once():
+    CourseOverviewFactory.create_batch(2)
+    run = sweeps.start_sweep("beat", page_size=1)
+    for chunk in _plan_all(run):
+        SweepChunk.objects.filter(pk=chunk.pk).update(status=ChunkStatus.DONE, seen=1, updated=1)
+    # a run left by a version that kept its counters lazily: stale counters, still running
+    SweepRun.objects.filter(pk=run.pk).update(status=SweepStatus.RUNNING, chunks_done=1, courses_seen=0)
+    _stale(run)
+    resumed = sweeps.start_sweep("beat")
+    assert resumed.status == SweepStatus.COMPLETE and (resumed.chunks_done, resumed.courses_seen) == (2, 2)
+
+
+def test_a_coordinator_that_fails_mid_dispatch_is_resumed_at_once_by_the_next_trigger(wire):
+    from tasks.sweep import sweep
+
+    _courses(wire, 30)
+    with mock.patch("tasks.sweep._dispatch", side_effect=OSError("broker down")), pytest.raises(OSError):
+        sweep(trigger="beat", page_size=5)
+    run = SweepRun.objects.get()
+    assert run.status == SweepStatus.RUNNING and run.heartbeat_at is None  # no TTL to wait out
+    with mock.patch("tasks.sweep._dispatch") as dispatch:
+        assert sweep(trigger="beat") == f"sweep #{run.pk}: 6 chunk(s)"
+    assert dispatch.call_count == 6 and SweepRun.objects.get().resumed == 1
+
+
+# -- never strand the lease ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["0", "2001", "99999999999999999999999"])
+@pytest.mark.parametrize("run_async", [False, True])
+def test_a_page_size_outside_the_admins_range_exits_2_and_starts_nothing(wire, bad, run_async):
+    _courses(wire, 3)
+    args = ["sync_catalog", "--no-progress", "--page-size", bad] + (["--async"] if run_async else [])
+    with pytest.raises(CommandError) as info:
+        call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert info.value.returncode == 2
+    assert str(info.value) == f"--page-size must be between 1 and 2000 (got {bad})"
+    assert not SweepRun.objects.exists() and len(wire.calls) == 0
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_an_exception_mid_chunk_stops_the_run_and_frees_the_lease(wire, catalog_client, error):
+    _courses(wire, 30)
+    real_apply, calls = sweeps.apply_runs, []
+
+    def apply_then_fail(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise error
+        return real_apply(*args, **kwargs)
+
+    with mock.patch.object(sweeps, "apply_runs", apply_then_fail), pytest.raises(type(error)):
+        _run(catalog_client, sweeps.start_sweep("command", page_size=10))
+    run = SweepRun.objects.get()
+    assert run.status == SweepStatus.FAILED and f"interrupted: {type(error).__name__}" in run.error
+    assert run.courses_updated == 10  # what was written stays
+    assert not run.chunks.filter(status=ChunkStatus.PENDING).exists()
+    assert sweeps.lease_holder() is None and sweeps.start_sweep("command") is not None
+
+
+def test_sync_catalog_interrupted_frees_the_lease_and_exits_through(wire):
+    _courses(wire, 12)
+    with (
+        mock.patch.object(sweeps, "apply_runs", side_effect=KeyboardInterrupt),
+        pytest.raises(KeyboardInterrupt),
+    ):
+        call_command("sync_catalog", "--no-progress", "--page-size", "5", stdout=io.StringIO())
+    run = SweepRun.objects.get()
+    assert run.status == SweepStatus.FAILED and "KeyboardInterrupt" in run.error
+    assert not run.chunks.filter(status=ChunkStatus.PENDING).exists()
+    out = io.StringIO()
+    call_command("sync_catalog", "--no-progress", "--page-size", "5", stdout=out)  # not blocked
+    assert "sync_catalog complete" in out.getvalue()
+
+
+# -- the fleet rate window is a row ----------------------------------------------------------
+
+
+def test_the_rate_window_is_counted_in_the_database_not_the_cache():
+    now = [7000.0]
+    gates = [FleetThrottle(rate_per_second=3, clock=lambda: now[0], sleep=lambda s: None) for _ in range(2)]
+    for gate in gates:
+        gate.before_request()
+        cache.clear()  # an evicted or lost cache entry must not reset the budget
+    gates[0].before_request()
+    assert RateWindow.objects.get(seconds=1, number=7000).used == 3
+    assert not admit(1, 7000, 3)  # the window is full for every worker
+    now[0] += 5  # a later window starts: the old rows go
+    gates[1].before_request()
+    assert list(RateWindow.objects.values_list("number", "used")) == [(7005, 1)]

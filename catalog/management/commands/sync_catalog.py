@@ -1,13 +1,13 @@
 import time
 
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from catalog.connection import CatalogCallsDisabled, build_client
-from catalog.models import SweepStatus, current_config
+from catalog.models import CatalogIntegration, SweepStatus, current_config
 from catalog.retry import backoff_delay
-from catalog.sweep import run_in_process, start_sweep
+from catalog.sweep import run_in_process, start_sweep, stop_run
 from catalog.sync import sweep as dry_run_sweep
 from overviews.models import CourseOverview
 
@@ -43,8 +43,8 @@ class Command(BaseCommand):
                 returncode=EXIT_INCOMPLETE,
             )
         page_size = options["page_size"]
-        if page_size is not None and page_size < 1:
-            raise CommandError("--page-size must be at least 1", returncode=EXIT_USAGE)
+        if page_size is not None:
+            check_page_size(page_size)
         if options["run_async"]:
             if options["dry_run"]:
                 raise CommandError("--dry-run runs in this process; drop --async", returncode=EXIT_USAGE)
@@ -70,20 +70,27 @@ class Command(BaseCommand):
         return tqdm(total=total, unit="course", disable=options["no_progress"], file=self.stderr._out)
 
     def _sweep(self, client, page_size, config, options):
-        run = start_sweep("command", page_size=page_size, in_process=True)
-        if run is None:
-            raise CommandError("a sweep is already running; not starting another", returncode=EXIT_INCOMPLETE)
         started = time.monotonic()
         bar = self._progress(options)
-        run = run_in_process(
-            run,
-            client,
-            attempts=config.page_attempts,
-            sleep=time.sleep,
-            backoff=lambda attempt, exc: backoff_delay(attempt, exc=exc),
-            on_chunk=lambda chunk, counters: bar.update(counters.seen),
-        )
-        bar.close()
+        run = start_sweep("command", page_size=page_size, in_process=True)
+        if run is None:
+            bar.close()
+            raise CommandError("a sweep is already running; not starting another", returncode=EXIT_INCOMPLETE)
+        try:
+            run = run_in_process(
+                run,
+                client,
+                attempts=config.page_attempts,
+                sleep=time.sleep,
+                backoff=lambda attempt, exc: backoff_delay(attempt, exc=exc),
+                on_chunk=lambda chunk, counters: bar.update(counters.seen),
+            )
+        except BaseException as exc:
+            # run_in_process stops its run on every error path; this covers anything around it
+            stop_run(run, f"sync_catalog interrupted: {type(exc).__name__}: {exc}")
+            raise
+        finally:
+            bar.close()
         self.stdout.write(
             f"sync_catalog {run.status}: sweep=#{run.pk} seen={run.courses_seen} "
             f"updated={run.courses_updated} "
@@ -120,3 +127,19 @@ class Command(BaseCommand):
         )
         if not result.completed:
             raise CommandError(f"sweep could not complete: {result.error}", returncode=EXIT_INCOMPLETE)
+
+
+def check_page_size(page_size: int) -> None:
+    """--page-size within the admin's range (``CatalogIntegration.page_size``'s validators):
+    exit 2 with one line, before anything is started."""
+    field = CatalogIntegration._meta.get_field("page_size")
+    try:
+        for validate in field.validators:
+            validate(page_size)
+    except ValidationError as exc:
+        bounds = {type(v).__name__: v.limit_value for v in field.validators if hasattr(v, "limit_value")}
+        raise CommandError(
+            f"--page-size must be between {bounds.get('MinValueValidator', 1)} and "
+            f"{bounds.get('MaxValueValidator', '?')} (got {page_size})",
+            returncode=EXIT_USAGE,
+        ) from exc
