@@ -33,6 +33,7 @@ from catalog.errors import (
     CatalogError,
     CatalogMalformedResponse,
     CatalogPermanentError,
+    CatalogResponseTooLarge,
     CatalogRetryableError,
     CatalogServerError,
     CatalogThrottled,
@@ -936,3 +937,265 @@ def test_real_socket_connection_refused() -> None:
         port = sock.getsockname()[1]
     with _local_client(f"http://127.0.0.1:{port}") as client, pytest.raises(CatalogConnectionError):
         client.get_course_run(DEMO)
+
+
+# -- every call bounded: the deadline ---------------------------------------------------------------
+
+
+def test_the_deadline_defaults_to_connect_plus_read_and_refuses_nonsense() -> None:
+    assert make_config(connect_timeout=2.0, read_timeout=5.0).deadline == 7.0
+    assert make_config(deadline=1.5).deadline == 1.5
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="deadline"):
+            make_config(deadline=bad)
+    with pytest.raises(ValueError, match="max_body_bytes"):
+        make_config(max_body_bytes=10)
+
+
+def test_one_deadline_covers_the_token_request_and_the_api_request(rsps: responses.RequestsMock) -> None:
+    clock = FakeClock()
+
+    def slow_token(request: Any) -> tuple[int, dict[str, str], str]:
+        clock.advance(9.5)  # the token endpoint took 9.5 s of the call's 10
+        return 200, {}, json.dumps({"access_token": TOKEN, "expires_in": 36000, "token_type": "JWT"})
+
+    rsps.add_callback(responses.POST, OAUTH, callback=slow_token)
+    rsps.add(responses.GET, LIST_URL, json=page([run("a")]))
+    catalog = make_client(clock, connect_timeout=3.0, read_timeout=8.0, deadline=10.0)
+
+    assert list(catalog.get_course_runs(["a"])) == ["a"]
+
+    token_call, list_call = rsps.calls
+    assert token_call.request.req_kwargs["timeout"] == (3.0, 8.0)
+    assert list_call.request.req_kwargs["timeout"] == (0.5, 0.5)  # what was left of the deadline
+    assert list_call.request.req_kwargs["stream"] is True
+
+
+def test_a_call_that_overruns_its_deadline_is_a_retryable_timeout(rsps: responses.RequestsMock) -> None:
+    clock = FakeClock()
+    add_token(rsps)
+
+    def slow_page(request: Any) -> tuple[int, dict[str, str], str]:
+        clock.advance(11)
+        return 200, {}, json.dumps(page([run("a")]))
+
+    rsps.add_callback(responses.GET, LIST_URL, callback=slow_page)
+    catalog = make_client(clock, deadline=10.0)
+
+    with pytest.raises(CatalogTimeout, match="10s deadline passed") as excinfo:
+        catalog.get_course_runs(["a"])
+    assert is_retryable(excinfo.value)
+    assert catalog.requests_made == 2
+
+
+def test_the_retry_after_a_401_is_not_sent_once_the_deadline_is_spent(rsps: responses.RequestsMock) -> None:
+    clock = FakeClock()
+    add_token(rsps, TOKEN)
+    add_token(rsps, TOKEN_2)
+
+    rsps.add(responses.GET, LIST_URL, status=401, json={"detail": "Token has expired."})
+
+    class SlowGate:  # the gate's wait before the retry eats the rest of the call's 10 s
+        calls = 0
+
+        def before_request(self) -> None:
+            self.calls += 1
+            clock.advance(0 if self.calls == 1 else 10)
+
+        def on_throttled(self, retry_after: float | None) -> None:
+            raise AssertionError("no 429 here")
+
+    catalog = CatalogClient(make_config(deadline=10.0), clock=clock, gate=SlowGate())
+
+    with pytest.raises(CatalogTimeout, match=r"deadline \(10s\) spent before POST"):
+        catalog.get_course_runs(["a"])
+    assert len(rsps.calls) == 2 and catalog.requests_made == 2  # token, the 401; nothing after
+
+
+def test_each_call_gets_its_own_deadline(rsps: responses.RequestsMock) -> None:
+    clock = FakeClock()
+    add_token(rsps)
+
+    def page_taking_6s(request: Any) -> tuple[int, dict[str, str], str]:
+        clock.advance(6)
+        keys = query_of(request.url)["keys"].split(",")
+        return 200, {}, json.dumps(page([run(k) for k in keys]))
+
+    rsps.add_callback(responses.GET, LIST_URL, callback=page_taking_6s)
+    catalog = make_client(clock, deadline=10.0)
+
+    for _ in range(3):  # 18 s in all, 6 s per call: every call within its own 10 s
+        assert list(catalog.get_course_runs(["a"])) == ["a"]
+    assert catalog.requests_made == 4
+
+
+# -- every body capped ------------------------------------------------------------------------------
+
+
+def test_a_body_over_the_cap_is_refused_typed_and_not_retryable(rsps: responses.RequestsMock) -> None:
+    add_token(rsps)
+    runs = [run(f"k{i}", title="x" * 500) for i in range(10)]  # ~6 kB of JSON
+    rsps.add(responses.GET, LIST_URL, body=json.dumps(page(runs)), content_type="application/json")
+    catalog = make_client(max_body_bytes=4096)
+
+    with pytest.raises(CatalogResponseTooLarge) as excinfo:
+        catalog.get_course_runs([f"k{i}" for i in range(10)])
+
+    exc = excinfo.value
+    assert not is_retryable(exc) and isinstance(exc, CatalogPermanentError)
+    assert exc.limit == 4096 and exc.status == 200
+    assert "4096 bytes" in str(exc) and "page size" in str(exc)
+    assert catalog.requests_made == 2
+
+
+def test_a_body_under_the_cap_is_read_whole(rsps: responses.RequestsMock) -> None:
+    add_token(rsps)
+    runs = [run(f"k{i}", title="x" * 500) for i in range(10)]
+    rsps.add(responses.GET, LIST_URL, body=json.dumps(page(runs)), content_type="application/json")
+
+    got = make_client(max_body_bytes=64 * 1024).get_course_runs([f"k{i}" for i in range(10)])
+
+    assert got == {r["key"]: r for r in runs}
+
+
+def test_a_large_error_page_is_still_the_error_it_announces(rsps: responses.RequestsMock) -> None:
+    add_token(rsps)
+    rsps.add(responses.GET, LIST_URL, status=503, body="<html>" + "x" * 2_000_000 + "</html>")
+
+    with pytest.raises(CatalogServerError) as excinfo:
+        make_client(max_body_bytes=4096).get_course_runs(["a"])
+    assert excinfo.value.status == 503
+
+
+# -- every attempt counted --------------------------------------------------------------------------
+
+
+def test_requests_made_counts_every_request_sent_and_throttled_answers_apart(
+    rsps: responses.RequestsMock,
+) -> None:
+    add_token(rsps, TOKEN)
+    add_token(rsps, TOKEN_2)
+    rsps.add(responses.GET, LIST_URL, status=429, headers={"Retry-After": "1"})
+    rsps.add(responses.GET, LIST_URL, status=503)
+    rsps.add(responses.GET, LIST_URL, body=requests.exceptions.ReadTimeout("slow"))
+    rsps.add(responses.GET, LIST_URL, body=requests.ConnectionError("reset"))
+    rsps.add(responses.GET, LIST_URL, status=401, json={"detail": "Token has expired."})
+    rsps.add(responses.GET, LIST_URL, json=page([run("a")]))
+    catalog = make_client()
+    failures = []
+
+    for _ in range(4):
+        with pytest.raises(CatalogRetryableError) as excinfo:
+            catalog.get_course_runs(["a"])
+        failures.append(type(excinfo.value))
+    assert list(catalog.get_course_runs(["a"])) == ["a"]  # 401, a new token, then the page
+
+    assert failures == [CatalogThrottled, CatalogServerError, CatalogTimeout, CatalogConnectionError]
+    assert catalog.requests_made == len(rsps.calls) == 8  # 2 tokens, 429, 503, timeout, reset, 401, 200
+    assert catalog.throttled_responses == 1
+    assert catalog.tokens_fetched == 2
+
+
+def test_a_request_the_fleet_gate_holds_back_is_not_counted(rsps: responses.RequestsMock) -> None:
+    class PausedGate:
+        def before_request(self) -> None:
+            raise CatalogThrottled("fleet paused", status=None, retry_after=5)
+
+        def on_throttled(self, retry_after: float | None) -> None:
+            raise AssertionError("no answer was received")
+
+    catalog = CatalogClient(make_config(), clock=FakeClock(), gate=PausedGate())
+
+    with pytest.raises(CatalogThrottled):
+        catalog.get_course_runs(["a"])
+    assert catalog.requests_made == 0 and len(rsps.calls) == 0
+
+
+def test_thread_counts_leave_out_what_other_threads_sent(rsps: responses.RequestsMock) -> None:
+    add_token(rsps)
+    rsps.add(responses.GET, LIST_URL, json=page([]))
+    rsps.add(responses.GET, re.compile(re.escape(API) + "course_runs/.+/"), status=429)
+    catalog = make_client()
+    catalog.get_course_runs(["a"])  # this thread: token + one page
+    before = catalog.thread_requests_made
+
+    def elsewhere() -> None:
+        for _ in range(3):
+            with pytest.raises(CatalogThrottled):
+                catalog.get_course_run(DEMO)
+
+    worker = threading.Thread(target=elsewhere)
+    worker.start()
+    worker.join()
+    catalog.get_course_runs(["a"])
+
+    assert catalog.thread_requests_made - before == 1
+    assert catalog.thread_throttled_responses == 0
+    assert (catalog.requests_made, catalog.throttled_responses) == (6, 3)
+
+
+# -- the deadline and the cap over a real socket (the stand-in) -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def standin() -> Iterator[Any]:
+    from standin import StandinServer, generate_runs
+
+    with StandinServer(generate_runs(30, seed=4)) as server:
+        yield server
+
+
+def _standin_client(server: Any, **overrides: Any) -> CatalogClient:
+    config = make_config(
+        api_url=server.api_url, oauth_url=server.oauth_url, client_secret=server.client_secret
+    )
+    config = ClientConfig(**{**config.__dict__, "client_id": server.client_id, **overrides})
+    client = CatalogClient(config)
+    client.session.trust_env = False
+    return client
+
+
+def test_a_dripped_body_is_cut_at_the_deadline_though_every_read_beats_the_read_timeout(standin: Any) -> None:
+    standin.reset_faults()
+    keys = standin.state.keys()[:5]
+    try:
+        with _standin_client(standin, read_timeout=5.0, deadline=0.8) as client:
+            assert len(client.get_course_runs(keys)) == 5  # the token is cached: only the page drips
+            standin.set_faults(drip_ms=50)  # a byte every 50 ms: the 5 s read timeout never fires
+            started = time.monotonic()
+            with pytest.raises(CatalogTimeout, match=r"0\.8s deadline passed"):
+                client.get_course_runs(keys)
+            elapsed = time.monotonic() - started
+    finally:
+        standin.reset_faults()
+    assert standin.stats()["injected"]["drip"] == 1
+    assert 0.8 <= elapsed < 0.8 + 0.5
+
+
+def test_a_dripped_detail_answer_is_cut_too(standin: Any) -> None:
+    standin.reset_faults()
+    standin.set_faults(drip_ms=50)
+    try:
+        with _standin_client(standin, read_timeout=5.0, deadline=0.6) as client:
+            started = time.monotonic()
+            with pytest.raises(CatalogTimeout):
+                client.get_course_run(standin.state.keys()[0])
+            assert time.monotonic() - started < 0.6 + 0.5
+    finally:
+        standin.reset_faults()
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["until-close", "content-length"])
+def test_an_oversize_body_stops_at_the_cap(standin: Any, declared: bool) -> None:
+    standin.reset_faults()
+    standin.set_faults(oversize_bytes=400_000_000, oversize_declared=declared)
+    try:
+        with _standin_client(standin, max_body_bytes=1024 * 1024) as client:
+            started = time.monotonic()
+            with pytest.raises(CatalogResponseTooLarge, match="1048576 bytes"):
+                client.get_course_runs(standin.state.keys()[:3])
+            elapsed = time.monotonic() - started
+        # 400 MB would take far longer than this to read, even over loopback
+        assert elapsed < 3
+    finally:
+        standin.reset_faults()
