@@ -1,11 +1,43 @@
+"""The overview rows in the admin: read-only, with a "Refresh from catalog" action.
+
+Nothing on a row is the admin's to edit: the key identifies the course (editing it made a second
+row), the content fields belong to the LMS (the next publish overwrites them) and the catalog
+fields and sync metadata belong to the sync. The change page is a view page.
+"""
+
+from __future__ import annotations
+
+import logging
+
 from django.contrib import admin, messages
-from kombu.exceptions import OperationalError as BrokerError
+from django.http import Http404
+from opaque_keys import InvalidKeyError
 
 from catalog.connection import why_calls_are_off
-from overviews.models import CourseOverview
+from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
-# The "Refresh from catalog" action queues one task per course: more than this is a sweep's job.
+log = logging.getLogger("overviews.admin")
+
+# The "Refresh from catalog" action asks for at most this many courses: more is a sweep's job.
 MAX_ADMIN_REFRESH = 1000
+# Seconds the action waits for a worker to answer a ping before it warns that none runs.
+WORKER_PING_TIMEOUT = 1.0
+
+
+def workers_answering(timeout: float = WORKER_PING_TIMEOUT) -> bool | None:
+    """True when a worker answers a ping within ``timeout``, False when none does, None when it
+    cannot be told: the embedded broker (kombu's SQLAlchemy transport) has no broadcast, so no
+    worker could ever answer there; a broker error is reported by the refresh itself."""
+    from tasks.app import app
+
+    if str(app.conf.broker_url or "").startswith("sqla+"):
+        return None
+    try:
+        # limit=1: return at the first reply instead of waiting the whole timeout
+        return bool(app.control.ping(timeout=timeout, limit=1))
+    except Exception as exc:  # the ping is advice; any failure just means "cannot tell"
+        log.warning("admin: worker ping failed: %s", type(exc).__name__)
+        return None
 
 
 @admin.register(CourseOverview)
@@ -13,13 +45,13 @@ class CourseOverviewAdmin(admin.ModelAdmin):
     list_display = ("id", "display_name", "catalog_status", "catalog_synced_at", "marketing_url")
     list_filter = ("catalog_status", "self_paced", "eligible_for_financial_aid", "language")
     search_fields = ("id", "display_name")
+    # Shown read-only on the view page (the change page refuses every edit: see below).
     readonly_fields = (
-        "marketing_url",
-        "eligible_for_financial_aid",
-        "language",
-        "catalog_synced_at",
-        "catalog_status",
-        "catalog_error",
+        "id",
+        *CONTENT_FIELDS,
+        *CATALOG_FIELDS,
+        *SYNC_FIELDS,
+        *CHECK_FIELDS,
         "created",
         "modified",
     )
@@ -27,10 +59,30 @@ class CourseOverviewAdmin(admin.ModelAdmin):
     list_per_page = 100
     actions = ("refresh_from_catalog",)
 
+    def has_add_permission(self, request) -> bool:
+        return False  # overviews come from the LMS: a publish or `manage.py import_courses`
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # The changelist (and its action) needs the change permission; one row's page is a view
+        # page whatever the permissions: no field is the admin's (module docstring). Saving it
+        # would also rewrite every column from a copy read before the save.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request, obj)
+
+    def get_object(self, request, object_id, from_field=None):
+        """A malformed key in the URL is a 404 (the key field raises InvalidKeyError, which the
+        admin does not catch: it was a 500)."""
+        try:
+            return super().get_object(request, object_id, from_field)
+        except InvalidKeyError:
+            raise Http404("not a course key") from None
+
     @admin.action(description="Refresh from catalog", permissions=("change",))
     def refresh_from_catalog(self, request, queryset):
-        """Queue the per-course catalog task for each selected overview, now (no coalescing)."""
-        from tasks.refresh import refresh_course  # the Celery app is built on first use only
+        """Ask a worker to fetch each selected course, through ``request_refresh`` like the API:
+        requests coalesce on the course's pending fetch, and each is recorded on its row."""
+        from tasks.refresh import request_refresh  # the Celery app is built on first use only
 
         reason = why_calls_are_off()  # the kill switch, or the integration disabled in the admin
         if reason:
@@ -46,17 +98,26 @@ class CourseOverviewAdmin(admin.ModelAdmin):
                 messages.ERROR,
             )
             return
-        queued = 0
-        try:
-            for key in keys:
-                refresh_course.apply_async((str(key),))
-                queued += 1
-        except BrokerError as exc:
+        result = request_refresh(keys)
+        summary = (
+            f"{len(result.queued)} course refresh(es) queued, "
+            f"{len(result.coalesced)} already pending (coalesced)."
+        )
+        if result.unknown:
+            summary += f" {len(result.unknown)} no longer exist."
+        if result.deferred:
             self.message_user(
                 request,
-                f"The broker is unavailable ({type(exc).__name__}): {queued} of {len(keys)} "
-                "course refresh(es) queued.",
+                f"{summary} {len(result.deferred)} recorded but not queued: the broker is unavailable "
+                f"({result.broker_error or 'no detail'}); they are queued once it is back.",
                 messages.ERROR,
             )
             return
-        self.message_user(request, f"{queued} course refresh(es) queued.", messages.SUCCESS)
+        self.message_user(request, summary, messages.SUCCESS)
+        if (result.queued or result.coalesced) and workers_answering() is False:
+            self.message_user(
+                request,
+                f"No Celery worker answered a ping within {WORKER_PING_TIMEOUT:g} s: "
+                "the refreshes wait in the queue until a worker runs.",
+                messages.WARNING,
+            )

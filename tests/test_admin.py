@@ -1,0 +1,302 @@
+"""The admin: overview rows read-only and malformed keys a 404, the "Refresh from catalog" action
+through request_refresh (coalesced, counted, a warning when no worker answers), and API tokens
+never listed in clear. Django's test client against the real admin; the task queue is patched
+only to see what was queued (no eager mode)."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import pytest
+from django.contrib.admin.models import LogEntry
+from django.contrib.admin.utils import quote
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
+from django.core.management import call_command
+from kombu.exceptions import OperationalError as BrokerError
+from opaque_keys.edx.keys import CourseKey
+from rest_framework.authtoken.models import Token
+from waffle.testutils import override_switch
+
+from catalog import coalesce
+from catalog.switches import DISABLE_CATALOG_CALLS
+from overviews import admin as overviews_admin
+from overviews.admin import MAX_ADMIN_REFRESH, workers_answering
+from overviews.models import CatalogStatus, CourseOverview
+from tasks.app import app
+from tasks.refresh import refresh_course
+from tests.factories import CourseOverviewFactory
+
+pytestmark = pytest.mark.django_db
+
+KEY = "course-v1:Adm+A101+2025"
+CHANGELIST = "/admin/overviews/courseoverview/"
+
+
+def change_url(key: str) -> str:
+    return f"{CHANGELIST}{quote(key)}/change/"
+
+
+def overview(key: str = KEY, **fields) -> CourseOverview:
+    return CourseOverviewFactory(id=CourseKey.from_string(key), **fields)
+
+
+@pytest.fixture(autouse=True)
+def _broker_presumed_up(monkeypatch):
+    """A broker failure makes this process skip the broker for a while: not across tests."""
+    import tasks.refresh
+
+    monkeypatch.setattr(tasks.refresh, "_broker_down_until", 0.0)
+
+
+@pytest.fixture
+def queued():
+    with mock.patch.object(refresh_course, "apply_async") as apply_async:
+        apply_async.return_value.id = "task-123"
+        yield apply_async
+
+
+@pytest.fixture
+def no_ping():
+    """The worker ping is not under test here (the embedded broker cannot be pinged anyway)."""
+    with mock.patch.object(overviews_admin, "workers_answering", return_value=None) as ping:
+        yield ping
+
+
+# --- overview rows: read-only, malformed keys are a 404 ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["not-a-key", "course-v1:OnlyOrg", "x" * 10_000, "course-v1:Org+Num+Run+extra+bits"],
+)
+@pytest.mark.parametrize("view", ["change", "history", "delete"])
+def test_a_malformed_key_in_an_admin_url_is_a_404(raw, view, admin_client):
+    response = admin_client.get(f"{CHANGELIST}{quote(raw)}/{view}/")
+    assert response.status_code == 404
+
+
+def test_an_unknown_well_formed_key_redirects_with_a_message(admin_client):
+    response = admin_client.get(change_url("course-v1:Adm+Nope+1"), follow=True)
+    assert response.redirect_chain and response.status_code == 200
+    assert any("Perhaps it was deleted" in str(m) for m in get_messages(response.wsgi_request))
+
+
+@pytest.mark.parametrize("key", ["course-v1:Adm+A101+2025", "Adm/B/1", "ccx-v1:Adm+C+1+ccx@2"])
+def test_the_change_page_shows_every_field_read_only(key, admin_client):
+    overview(key, display_name="Shown", marketing_url="https://www.example.com/m")
+    response = admin_client.get(change_url(key))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "Shown" in page and "https://www.example.com/m" in page
+    form = response.context["adminform"].form
+    assert list(form.fields) == []  # nothing editable: key, content, catalog fields, sync metadata
+    assert 'name="_save"' not in page
+
+
+def test_posting_a_changed_key_creates_no_row_and_changes_nothing(admin_client):
+    row = overview(display_name="Original", marketing_url="https://www.example.com/m")
+    before = CourseOverview.objects.values().get(id=row.id)
+    response = admin_client.post(
+        change_url(KEY),
+        {"id": "course-v1:Adm+Copy+2025", "display_name": "Edited", "marketing_url": "https://evil.example/"},
+    )
+    assert response.status_code == 403
+    assert list(CourseOverview.objects.values_list("id", flat=True)) == [row.id]
+    assert CourseOverview.objects.values().get(id=row.id) == before
+
+
+def test_no_overview_is_added_in_the_admin(admin_client):
+    assert admin_client.get(f"{CHANGELIST}add/").status_code == 403
+    assert admin_client.post(f"{CHANGELIST}add/", {"id": KEY}).status_code == 403
+    assert not CourseOverview.objects.exists()
+
+
+def test_the_changelist_searches_and_filters_without_errors(admin_client):
+    overview(catalog_status=CatalogStatus.ERROR)
+    assert admin_client.get(CHANGELIST, {"q": "A101"}).status_code == 200
+    assert admin_client.get(CHANGELIST, {"q": "x" * 10_000}).status_code == 200
+    assert admin_client.get(CHANGELIST, {"catalog_status__exact": "error"}).status_code == 200
+    # a malformed key as a lookup is refused the admin's way (redirect with ?e=1), not a 500
+    assert admin_client.get(CHANGELIST, {"id__exact": "not-a-key"}).status_code == 302
+
+
+# --- "Refresh from catalog" ---------------------------------------------------------------------
+
+
+def run_action(admin_client, selected, **extra):
+    data = {"action": "refresh_from_catalog", "_selected_action": selected, **extra}
+    response = admin_client.post(CHANGELIST, data, follow=True)
+    assert response.status_code == 200
+    return [(m.level_tag, m.message) for m in get_messages(response.wsgi_request)]
+
+
+def test_the_action_asks_for_one_refresh_per_selected_course(admin_client, queued, no_ping):
+    keys = ["course-v1:Adm+A+1", "Adm/B/1", "ccx-v1:Adm+C+1+ccx@2"]
+    for key in [*keys, "course-v1:Adm+NotSelected+1"]:
+        overview(key)
+    messages = run_action(admin_client, keys)
+    assert messages == [("success", "3 course refresh(es) queued, 0 already pending (coalesced).")]
+    assert sorted(call.args[0][0] for call in queued.call_args_list) == sorted(keys)
+    assert all(call.kwargs == {"countdown": None} for call in queued.call_args_list)  # now
+    requested = CourseOverview.objects.filter(catalog_refresh_requested_at__isnull=False)
+    assert sorted(str(k) for k in requested.values_list("id", flat=True)) == sorted(keys)
+
+
+def test_the_action_coalesces_with_pending_fetches(admin_client, queued, no_ping):
+    keys = ["course-v1:Adm+A+1", "course-v1:Adm+B+1", "course-v1:Adm+C+1"]
+    for key in keys:
+        overview(key)
+    coalesce.claim_pending(keys[0], ttl=60)  # a publish's fetch is already scheduled
+    assert run_action(admin_client, keys) == [
+        ("success", "2 course refresh(es) queued, 1 already pending (coalesced).")
+    ]
+    # the same selection again, right away: everything is pending, nothing more is queued
+    assert run_action(admin_client, keys) == [
+        ("success", "0 course refresh(es) queued, 3 already pending (coalesced).")
+    ]
+    assert sorted(call.args[0][0] for call in queued.call_args_list) == keys[1:]
+
+
+@override_switch(DISABLE_CATALOG_CALLS, active=True)
+def test_the_action_with_the_kill_switch_on_queues_nothing(admin_client, queued, no_ping):
+    overview()
+    [(level, message)] = run_action(admin_client, [KEY])
+    assert level == "warning" and "disabled" in message and "nothing was queued" in message
+    assert not queued.called
+    assert CourseOverview.objects.get(id=KEY).catalog_refresh_requested_at is None
+
+
+def test_the_action_with_the_integration_disabled_queues_nothing(admin_client, queued, no_ping):
+    from catalog.models import CatalogIntegration
+
+    CatalogIntegration.objects.create(enabled=False)
+    overview()
+    [(level, message)] = run_action(admin_client, [KEY])
+    assert level == "warning" and "disabled in the admin" in message
+    assert not queued.called
+
+
+def test_the_action_refuses_more_than_the_limit(admin_client, queued, no_ping):
+    CourseOverview.objects.bulk_create(
+        CourseOverview(id=CourseKey.from_string(f"course-v1:Bulk+C{n}+1"))
+        for n in range(MAX_ADMIN_REFRESH + 1)
+    )
+    [(level, message)] = run_action(admin_client, ["course-v1:Bulk+C0+1"], select_across="1")
+    assert level == "error" and f"More than {MAX_ADMIN_REFRESH}" in message
+    assert not queued.called
+
+
+def test_the_action_when_the_broker_fails_says_what_was_recorded(admin_client, queued, no_ping):
+    keys = ["course-v1:Adm+A+1", "course-v1:Adm+B+1"]
+    for key in keys:
+        overview(key)
+    queued.side_effect = [mock.Mock(id="t1"), BrokerError("Connection refused")]
+    [(level, message)] = run_action(admin_client, keys)
+    assert level == "error"
+    assert message.startswith("1 course refresh(es) queued, 0 already pending (coalesced). 1 recorded")
+    assert "broker is unavailable" in message and "Connection refused" in message
+    # both are recorded on their rows: the one not queued is queued once the broker is back
+    assert CourseOverview.objects.filter(catalog_refresh_requested_at__isnull=False).count() == 2
+
+
+def test_the_action_warns_when_no_worker_answers(admin_client, queued):
+    overview()
+    with mock.patch.object(overviews_admin, "workers_answering", return_value=False) as ping:
+        messages = run_action(admin_client, [KEY])
+    assert messages[0] == ("success", "1 course refresh(es) queued, 0 already pending (coalesced).")
+    assert messages[1][0] == "warning" and "No Celery worker answered a ping within 1 s" in messages[1][1]
+    ping.assert_called_once_with()
+
+
+@pytest.mark.parametrize("answer", [True, None])
+def test_the_action_does_not_warn_when_a_worker_answers_or_it_cannot_tell(answer, admin_client, queued):
+    overview()
+    with mock.patch.object(overviews_admin, "workers_answering", return_value=answer):
+        assert [level for level, _ in run_action(admin_client, [KEY])] == ["success"]
+
+
+def test_the_action_is_not_offered_to_staff_without_change_permission(client, django_user_model, queued):
+    overview()
+    staff = django_user_model.objects.create_user("ops", password="pw", is_staff=True)
+    client.force_login(staff)  # staff, but no model permissions at all
+    response = client.post(CHANGELIST, {"action": "refresh_from_catalog", "_selected_action": [KEY]})
+    assert response.status_code == 403
+    assert not queued.called
+
+
+def test_staff_with_the_view_permission_only_see_rows_but_cannot_refresh(client, django_user_model, queued):
+    overview()
+    staff = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_courseoverview"))
+    client.force_login(staff)
+    assert client.get(change_url(KEY)).status_code == 200
+    response = client.post(CHANGELIST, {"action": "refresh_from_catalog", "_selected_action": [KEY]})
+    assert response.status_code == 200 and not queued.called  # "no action selected"
+
+
+# --- workers_answering --------------------------------------------------------------------------
+
+
+def test_worker_ping_cannot_tell_on_the_embedded_broker(monkeypatch):
+    monkeypatch.setitem(app.conf, "broker_url", "sqla+sqlite:////tmp/nowhere.sqlite3")
+    with mock.patch.object(app.control, "ping") as ping:
+        assert workers_answering() is None
+    assert not ping.called
+
+
+@pytest.mark.parametrize(("replies", "expected"), [([], False), ([{"celery@w1": {"ok": "pong"}}], True)])
+def test_worker_ping_on_a_real_broker(replies, expected, monkeypatch):
+    monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:6379/15")
+    with mock.patch.object(app.control, "ping", return_value=replies) as ping:
+        assert workers_answering() is expected
+    ping.assert_called_once_with(timeout=1.0, limit=1)  # returns at the first reply
+
+
+def test_worker_ping_failing_cannot_tell(monkeypatch):
+    monkeypatch.setitem(app.conf, "broker_url", "redis://127.0.0.1:6379/15")
+    with mock.patch.object(app.control, "ping", side_effect=BrokerError("refused")):
+        assert workers_answering() is None
+
+
+# --- API tokens ---------------------------------------------------------------------------------
+
+TOKENS = "/admin/authtoken/tokenproxy/"
+
+
+@pytest.fixture
+def token(django_user_model):
+    user = django_user_model.objects.create_user("scripted", password="pw")
+    call_command("drf_create_token", user.username, stdout=mock.Mock())
+    return Token.objects.get(user=user)
+
+
+def test_the_token_list_shows_a_prefix_never_the_key(admin_client, token):
+    response = admin_client.get(TOKENS)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert token.key not in page
+    assert f"{token.key[:6]}…" in page and "scripted" in page
+
+
+def test_the_token_page_and_its_deletion_never_show_the_key(admin_client, token):
+    url = f"{TOKENS}{token.user_id}/"
+    view = admin_client.get(f"{url}change/")
+    assert view.status_code == 200 and token.key not in view.content.decode()
+    confirm = admin_client.get(f"{url}delete/")
+    assert confirm.status_code == 200 and token.key not in confirm.content.decode()
+    deleted = admin_client.post(f"{url}delete/", {"post": "yes"}, follow=True)
+    assert deleted.status_code == 200 and token.key not in deleted.content.decode()
+    assert not Token.objects.filter(key=token.key).exists()  # revoked
+    entry = LogEntry.objects.get()
+    assert token.key not in entry.object_repr and entry.object_repr == f"{token.key[:6]}…"
+
+
+def test_tokens_are_neither_created_nor_edited_in_the_admin(admin_client, token, django_user_model):
+    other = django_user_model.objects.create_user("other", password="pw")
+    assert admin_client.get(f"{TOKENS}add/").status_code == 403
+    assert admin_client.post(f"{TOKENS}add/", {"user": other.pk}).status_code == 403
+    response = admin_client.post(f"{TOKENS}{token.user_id}/change/", {"user": other.pk})
+    assert response.status_code == 403
+    assert Token.objects.get(key=token.key).user_id == token.user_id
+    assert not Token.objects.filter(user=other).exists()
