@@ -28,7 +28,11 @@ checked on the API routes only, never on the token or control routes):
 - ``force_429_count`` (with ``retry_after_s``): the next N API requests answer 429;
   ``throttle_per_window``/``throttle_window_s``: course-discovery's per-user throttle.
 - ``token_ttl``: lifetime of new tokens; ``expire_tokens_now``: expire every issued token now
-  (one-shot), so the next API request is a 401 ``Token has expired.``
+  (one-shot), so the next API request is a 401 ``Token has expired.``; ``expire_tokens_after=N``:
+  the same, done by the Nth API request from now (a token expiring mid-sweep); reads back the
+  requests left.
+- ``max_page_size``: page-number mode serves at most this many runs a page (a catalog deployed
+  with a cap): a client asking for more must follow ``next``.
 - ``hostile_keys``/``hostile_rate``: serve those runs with hostile values (``data.hostilize``).
 - ``insert_between_pages``: runs sorting before every other are inserted between page requests.
 - ``burst``: when positive, the transport faults above (down, error_rate, latency_ms, drip_ms,
@@ -136,6 +140,8 @@ class Faults:
     drop_connection: bool = False
     next_origin: str = ""
     burst: int = 0
+    expire_tokens_after: int = 0
+    max_page_size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able view (``hostile_keys`` as a sorted list)."""
@@ -470,6 +476,15 @@ class CatalogState:
         """A seeded choice among ``options``."""
         with self.lock:
             return options[int(self._rng.random() * len(options))]
+
+    def tick_token_expiry(self) -> None:
+        """Count one API request towards ``expire_tokens_after``; the Nth expires every token."""
+        with self.lock:
+            if self._faults.expire_tokens_after <= 0:
+                return
+            self._faults.expire_tokens_after -= 1
+            if self._faults.expire_tokens_after == 0:
+                self.expire_all_tokens()
 
     def take_forced_429(self) -> bool:
         """Consume one of ``force_429_count``; True if this request must get a 429."""
@@ -820,6 +835,7 @@ class _Handler(BaseHTTPRequestHandler):
         if state.take_forced_429():
             state.injected("forced_429")
             raise self._throttled(faults.retry_after_s)
+        state.tick_token_expiry()
         client = self._authenticate()
         wait = state.throttle_wait(client)
         if wait is not None:
@@ -922,6 +938,8 @@ class _Handler(BaseHTTPRequestHandler):
                 page_size = _positive_int(params.get("page_size", ""), strict=True)
             except ValueError:
                 page_size = DEFAULT_PAGE_SIZE
+            if self.state.faults.max_page_size > 0:
+                page_size = min(page_size, self.state.faults.max_page_size)
             num_pages = max(1, math.ceil(count / page_size))
             raw_page = params["page"]
             try:

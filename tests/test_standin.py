@@ -363,6 +363,22 @@ def test_next_origin_and_dropped_connections(server: StandinServer, api: request
     assert server.stats()["injected"]["dropped"] == 1
 
 
+def test_tokens_expire_after_n_requests_and_pages_can_be_capped(
+    server: StandinServer, api: requests.Session
+) -> None:
+    server.set_faults(expire_tokens_after=3, max_page_size=7)
+    first = api.get(_runs_url(server, page=1, page_size=50))
+    assert first.status_code == 200 and len(first.json()["results"]) == 7
+    assert "page=2" in first.json()["next"] and "page_size=50" in first.json()["next"]
+    assert server.faults.expire_tokens_after == 2
+    assert api.get(_runs_url(server, page=2, page_size=50)).status_code == 200
+    expired = api.get(_runs_url(server, page=3, page_size=50))
+    assert expired.status_code == 401 and expired.json() == {"detail": "Token has expired."}
+    assert server.faults.expire_tokens_after == 0
+    with _session(server) as fresh:  # a new token works: the fault was one-shot
+        assert fresh.get(_runs_url(server, page=3, page_size=50)).status_code == 200
+
+
 def test_a_stopped_server_refuses_and_restarts_on_its_port() -> None:
     with StandinServer(generate_runs(5, seed=2)) as srv:
         port = srv.port
