@@ -42,6 +42,10 @@ class RetryPolicy:
 def next_retry(exc: BaseException, retries: int, policy: RetryPolicy) -> tuple[float, int] | None:
     """``(countdown, retries after this one)`` for a failed attempt, or None to give up.
 
+    ``retries``: the retries already spent (the per-course task passes Celery's own
+    ``request.retries``; a sweep chunk its own count). A plan whose count did not go up is a fleet
+    pause: the caller sends the message again without spending a retry.
+
     Not retryable -> None. A fleet pause (another worker saw the 429: ``CatalogThrottled`` with
     no status, no request was sent) waits it out without spending a retry. Anything else retryable
     spends one: full-jitter backoff, the catalog's Retry-After as a floor, ``max_countdown`` as a

@@ -80,7 +80,9 @@ def request_refresh(keys: Iterable[CourseKey], *, countdown: float = 0.0) -> Ref
     course unless one is already pending. The one entry point of ops refreshes.
 
     Does not check whether catalog calls are allowed (callers say why nothing was queued); a task
-    queued while they are off stops before the network and keeps the marker.
+    queued while they are off stops before the network and keeps the marker. Call it outside a
+    transaction (views and commands run in autocommit): a task that ran before the caller's commit
+    could not clear the marker, and the requeue would fetch the course once more.
     """
     result = RefreshRequest()
     wanted = list(dict.fromkeys(keys))
