@@ -425,10 +425,19 @@ def test_requeue_is_declared_in_the_beat_schedule():
 # --- The running lock: compare-and-delete, on the test cache and on Redis ---------------------
 
 
-@pytest.fixture(params=["locmem", "redis"])
+@pytest.fixture(params=["locmem", "database", "redis"])
 def any_cache(request, settings):
     if request.param == "locmem":
         yield "locmem"
+        return
+    if request.param == "database":  # the embedded default (its table comes with `migrate`)
+        settings.CACHES = {
+            "default": {
+                "BACKEND": "django.core.cache.backends.db.DatabaseCache",
+                "LOCATION": "catalog_sync_cache",
+            }
+        }
+        yield "database"
         return
     import redis
 
