@@ -7,12 +7,17 @@ admin.site.register(CatalogIntegration, ConfigurationModelAdmin)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Sweep records are written by the sweep only."""
+    """Sweep records are written by the sweep only, and kept: a run's row is also the sweep's
+    lease while it is ``running`` (deleting it would let a second sweep start beside the first,
+    whose chunk tasks then find no run), and its chunks are its counters' record."""
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

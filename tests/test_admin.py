@@ -300,3 +300,26 @@ def test_tokens_are_neither_created_nor_edited_in_the_admin(admin_client, token,
     assert response.status_code == 403
     assert Token.objects.get(key=token.key).user_id == token.user_id
     assert not Token.objects.filter(user=other).exists()
+
+
+# --- sweep records ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["sweeprun", "sweepchunk"])
+def test_sweep_records_are_read_only_and_kept(model, admin_client):
+    from catalog.models import SweepChunk, SweepRun, SweepStatus
+
+    run = SweepRun.objects.create(status=SweepStatus.RUNNING)
+    chunk = SweepChunk.objects.create(run=run, seq=0, first_key="a", last_key="b", size=1)
+    obj = run if model == "sweeprun" else chunk
+    base = f"/admin/catalog/{model}/"
+    assert admin_client.get(base).status_code == 200
+    assert admin_client.get(f"{base}{obj.pk}/change/").status_code == 200  # a view page
+    assert admin_client.get(f"{base}add/").status_code == 403
+    assert admin_client.post(f"{base}{obj.pk}/delete/", {"post": "yes"}).status_code == 403
+    response = admin_client.post(
+        base, {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"}
+    )
+    assert response.status_code == 200  # no such action: the list again
+    assert SweepRun.objects.filter(pk=run.pk, status=SweepStatus.RUNNING).exists()
+    assert SweepChunk.objects.filter(pk=chunk.pk).exists()
