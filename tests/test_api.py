@@ -27,7 +27,14 @@ from api import health
 from catalog.models import SweepRun, SweepStatus
 from catalog.switches import DISABLE_CATALOG_CALLS
 from enrollments.models import CourseEnrollment
-from overviews.models import CATALOG_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CatalogStatus, CourseOverview
+from overviews.models import (
+    CATALOG_FIELDS,
+    CHECK_FIELDS,
+    CONTENT_FIELDS,
+    SYNC_FIELDS,
+    CatalogStatus,
+    CourseOverview,
+)
 from tasks.app import app
 from tasks.refresh import refresh_course
 from tests.factories import CourseOverviewFactory, catalog_run
@@ -319,7 +326,8 @@ def test_sync_refresh_answers_200_with_the_whole_overview(key, staff, wire, queu
     response = logged_in(staff).post(refresh_url(key) + "?sync=1")
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"id", *CONTENT_FIELDS, *CATALOG_FIELDS, *SYNC_FIELDS}
+    assert set(body) == {"id", *CONTENT_FIELDS, *CATALOG_FIELDS, *SYNC_FIELDS, *CHECK_FIELDS}
+    assert body["catalog_checked_at"]  # answered now: last checked
     assert (body["id"], body["display_name"], body["marketing_url"]) == (
         key,
         "Hello",
