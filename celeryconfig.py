@@ -95,7 +95,8 @@ beat_schedule = {
         "task": "catalog_sync.requeue_refreshes",
         "schedule": REFRESH_REQUEUE_INTERVAL,
         # A tick that no worker took before the next one is dropped: ticks never pile up.
-        "options": {"queue": REFRESH_QUEUE, "expires": REFRESH_REQUEUE_INTERVAL},
+        # (`expire_seconds` is the DatabaseScheduler's name; it ignores `expires`.)
+        "options": {"queue": REFRESH_QUEUE, "expire_seconds": max(1, round(REFRESH_REQUEUE_INTERVAL))},
     },
 }
 

@@ -416,10 +416,17 @@ def test_requeue_stops_at_a_broker_that_is_down_and_keeps_every_marker():
     assert marker(a.id) is not None and marker(b.id) is not None
 
 
-def test_requeue_is_declared_in_the_beat_schedule():
-    (entry,) = [e for e in conf.beat_schedule.values() if e["task"] == refresh_tasks.requeue_refreshes.name]
-    assert entry["schedule"] == conf.REFRESH_REQUEUE_INTERVAL
-    assert entry["options"]["expires"] <= conf.REFRESH_REQUEUE_INTERVAL
+def test_beat_installs_the_requeue_in_its_database_schedule():
+    from django_celery_beat.models import PeriodicTask
+    from django_celery_beat.schedulers import DatabaseScheduler
+
+    from tasks.app import app
+
+    DatabaseScheduler(app=app, lazy=True).update_from_dict(app.conf.beat_schedule)  # what beat does
+    task = PeriodicTask.objects.get(task=refresh_tasks.requeue_refreshes.name)
+    assert task.enabled and task.queue == conf.REFRESH_QUEUE
+    assert task.interval.every == conf.REFRESH_REQUEUE_INTERVAL and task.interval.period == "seconds"
+    assert 0 < task.expire_seconds <= conf.REFRESH_REQUEUE_INTERVAL  # missed ticks never pile up
 
 
 # --- The running lock: compare-and-delete, on the test cache and on Redis ---------------------
