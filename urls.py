@@ -8,6 +8,9 @@ urlpatterns = [
     path("", include("api.urls")),
 ]
 
-# JSON under /api/ and /health/ (an unknown route, a crash); Django's pages elsewhere.
+# JSON under /api/ and /health/ (an unknown route, a crash, a bad Host header); Django's pages
+# elsewhere.
+handler400 = "api.errors.bad_request"
+handler403 = "api.errors.permission_denied"
 handler404 = "api.errors.page_not_found"
 handler500 = "api.errors.server_error"

@@ -1,8 +1,9 @@
 """JSON errors for the API: every answer under ``/api/`` (and ``/health/``) is JSON, also the 404
 of a route that does not exist and the 500 of a bug, and never echoes a long input back.
 
-``urls.handler404`` / ``urls.handler500`` call these; pages outside the API (the admin) keep
-Django's HTML pages. With ``DEBUG`` on, Django shows its technical pages instead (development).
+``urls.handler400``, ``handler403``, ``handler404`` and ``handler500`` call these; pages outside
+the API (the admin) keep Django's HTML pages. With ``DEBUG`` on, Django shows its technical
+pages instead (development only).
 """
 
 from __future__ import annotations
@@ -27,6 +28,18 @@ def short(value: object, limit: int = ECHO_LIMIT) -> str:
 
 def is_api_path(path: str) -> bool:
     return path.startswith(API_PREFIXES)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_path(request.path):
+        return JsonResponse({"error": "bad request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if is_api_path(request.path):
+        return JsonResponse({"error": "forbidden"}, status=403)
+    return defaults.permission_denied(request, exception)
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

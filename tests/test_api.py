@@ -5,6 +5,7 @@ queued (no eager mode)."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from datetime import timedelta
@@ -207,6 +208,24 @@ def test_unknown_routes_under_the_api_are_json_404s(method, path, staff):
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"error": "not found"}
+
+
+@pytest.mark.parametrize("path", ["/health/", "/api/v1/course_overviews/x/refresh/"])
+def test_a_host_not_allowed_is_a_json_400_under_the_api(path, client):
+    response = client.get(path, HTTP_HOST="evil.example.com")
+    assert response.status_code == 400
+    assert response.json() == {"error": "bad request"}
+    assert client.get("/admin/", HTTP_HOST="evil.example.com")["Content-Type"].startswith("text/html")
+
+
+def test_a_permission_denied_outside_drf_is_a_json_403_under_the_api(rf):
+    from django.core.exceptions import PermissionDenied
+
+    from api.errors import permission_denied
+
+    response = permission_denied(rf.get("/api/v1/x/"), PermissionDenied())
+    assert (response.status_code, json.loads(response.content)) == (403, {"error": "forbidden"})
+    assert permission_denied(rf.get("/admin/"), PermissionDenied())["Content-Type"].startswith("text/html")
 
 
 def test_unknown_routes_outside_the_api_keep_djangos_html_404(client):
