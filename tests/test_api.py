@@ -424,21 +424,33 @@ def test_sync_refresh_uses_a_short_deadline_by_default():
 
 
 def test_sync_refresh_does_not_wait_past_its_deadline_for_a_fleet_rate_slot(staff, wire):
-    """A 1-request-per-minute fleet limit: the second in-request refresh would wait ~60 s for a
-    slot; it is refused at once instead (503 with Retry-After), and the row records it."""
+    """A fleet limit of one request per 30 s: the second in-request refresh would wait 29 s for a
+    slot (the gate waits up to 30 s in a task); it is refused at once instead (503 with
+    Retry-After). The gate's clock is pinned 1 s into a window, and its sleep advances that clock:
+    a refresh that did wait would get its slot and answer 200 without taking real time."""
+    from api import views
     from catalog.models import CatalogIntegration
 
-    CatalogIntegration.objects.create(enabled=True, rate_limit_per_second=1 / 60)
+    CatalogIntegration.objects.create(enabled=True, rate_limit_per_second=1 / 30)
     wire.add(catalog_run(KEY))
     overview()
+    fake = {"now": (time.time() // 30) * 30 + 1}
+    real_build_client = views.build_client
+
+    def build_client(*args, **kwargs):
+        client = real_build_client(*args, **kwargs)
+        client.gate.clock = lambda: fake["now"]
+        client.gate.sleep = lambda seconds: fake.update(now=fake["now"] + seconds)
+        return client
+
     client = logged_in(staff)
-    assert client.post(refresh_url(KEY) + "?sync=1").status_code == 200
-    started = time.monotonic()
-    response = client.post(refresh_url(KEY) + "?sync=1")
-    assert time.monotonic() - started < 2.0
+    with mock.patch.object(views, "build_client", side_effect=build_client):
+        assert client.post(refresh_url(KEY) + "?sync=1").status_code == 200
+        response = client.post(refresh_url(KEY) + "?sync=1")
     assert response.status_code == 503, response.json()
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert int(response["Retry-After"]) == 29
     assert "rate limit" in response.json()["error"]
+    assert wire.list_requests == 1
 
 
 def test_sync_refresh_refused_by_the_catalog_is_502_and_recorded(staff, wire):
