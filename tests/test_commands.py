@@ -215,3 +215,53 @@ def test_refresh_course_async_enqueues_one_task_per_known_course():
         assert info.value.returncode == 1 and apply_async.call_count == 1
         out, _ = run("refresh_course", "--async", str(ov.id))
         assert f"already pending {ov.id}" in out and apply_async.call_count == 1
+
+
+def test_dump_overviews_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`dump_overviews | head -1`: the reader goes away; no BrokenPipeError traceback, status 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "settings.test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'dump.sqlite3'}",
+    }
+
+    def manage(*args, **kwargs):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=root, env=env, check=True, timeout=120, **kwargs
+        )
+
+    manage("migrate", "-v0")
+    # enough rows to overflow the pipe's buffer (64 KB) many times over
+    lines = "".join(
+        json.dumps({"id": f"course-v1:P+C{i}+R", "display_name": "x" * 200}) + "\n" for i in range(3000)
+    )
+    manage("import_courses", "-", input=lines, text=True, capture_output=True)
+    dump = subprocess.Popen(
+        [sys.executable, "manage.py", "dump_overviews"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = dump.stdout.readline()
+    dump.stdout.close()  # what `head -1` does after its line
+    _, err = dump.communicate(timeout=60)
+    assert json.loads(first)["id"].startswith("course-v1:P+C")
+    assert dump.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err
+
+
+def test_dump_overviews_prints_the_sync_times_apart():
+    from django.utils import timezone
+
+    checked = timezone.now()
+    CourseOverviewFactory(catalog_checked_at=checked, catalog_attempted_at=checked)
+    record = json.loads(run("dump_overviews")[0].splitlines()[0])
+    assert record["catalog_checked_at"] == checked.isoformat()
+    assert record["catalog_attempted_at"] == checked.isoformat()
+    assert record["catalog_synced_at"] is None and record["catalog_refresh_requested_at"] is None
