@@ -9,8 +9,9 @@ catalog that sends a byte just inside it holds a caller for ever; here each call
 with the token request and the single 401 retry it may need -- has a wall-clock ``deadline``, and
 each body is streamed and read under it, with ``max_body_bytes`` as its size cap.
 
-A client holds a connection pool and a cached token; build one per process (not before a fork) and
-do not share one between threads.
+A client holds a connection pool and a cached token; build one per process (not before a fork).
+Its token cache and counters are thread-safe, but its requests session is not: two threads may
+share a client only if they take turns (the in-process sweep's fetches hold a lock).
 """
 
 from __future__ import annotations
