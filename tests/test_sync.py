@@ -151,6 +151,17 @@ def test_sql_queries_per_page_are_constant(wire, catalog_client, courses):
     assert per_page <= 4, [q["sql"][:60] for q in queries.captured_queries[:8]]
     assert per_page == int(per_page)
 
+    # A second sweep changes nothing but still stamps "last checked": the same one UPDATE a page.
+    with CaptureQueriesContext(connection) as queries:
+        again = sweep(catalog_client, page_size=page_size)
+    assert again.completed and (again.counters.updated, again.counters.unchanged) == (0, courses)
+    statements = [
+        q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
+    ]
+    assert len([sql for sql in statements if sql.startswith("UPDATE")]) == pages
+    assert (len(statements) - 1) / pages <= 3
+    assert CourseOverview.objects.filter(catalog_checked_at__isnull=True).count() == 0
+
 
 def test_sweep_stops_when_a_page_keeps_failing_and_keeps_what_was_written(wire, catalog_client):
     rows = CourseOverviewFactory.create_batch(20)
