@@ -16,14 +16,16 @@ Servers are found at 127.0.0.1 on TEST_REDIS_PORT (6379), TEST_PG_PORT (5432) an
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +33,9 @@ from typing import Any
 
 import psutil
 import redis
+
+# A task's last line in a worker's log (Celery's own lines at INFO): it finished, one way or another.
+_TASK_ENDED = re.compile(r"\] (succeeded in|retry: |raised unexpected|ignored)")
 
 ROOT = Path(__file__).resolve().parents[2]
 # The servers that `scripts/services.py ensure` answers for.
@@ -55,6 +60,29 @@ def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0
 
 def pg_admin_url(dbname: str = "postgres") -> str:
     return f"postgresql://postgres@127.0.0.1:{PG_PORT}/{dbname}"
+
+
+# Migrated databases of this session, by kind ("sqlite": a file path, "postgres": a database name).
+_TEMPLATES: dict[str, str] = {}
+
+
+def _sqlite_copy(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite database in WAL mode (the backup API, not a file copy)."""
+    import sqlite3
+
+    src, dst = sqlite3.connect(source), sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    with contextlib.suppress(Exception), psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 class Service:
@@ -102,11 +130,13 @@ class Service:
         (tmp / "var").mkdir(parents=True, exist_ok=True)
         try:
             self.env = self._stack_env(env)
-            self.manage("migrate", "--noinput")
-            # Until a migration creates the database cache's table, `migrate` alone leaves it out
-            # on the embedded stack; createcachetable is a no-op once the table exists.
-            if stack == "embedded":
-                self.manage("createcachetable")
+            if not self._from_template():
+                self.manage("migrate", "--noinput")
+                # Until a migration creates the database cache's table, `migrate` alone leaves it
+                # out on the embedded stack; createcachetable is a no-op once the table exists.
+                if stack == "embedded":
+                    self.manage("createcachetable")
+                self._save_template()
         except BaseException:
             self.stop()  # no database or vhost left behind by a Service that never started
             raise
@@ -129,6 +159,45 @@ class Service:
         return env
 
     # --- stack setup -------------------------------------------------------------------------
+    # `migrate` takes seconds per test; the first Service of a session on each kind of database
+    # migrates, and keeps a copy that the next ones start from (a PostgreSQL template database, a
+    # SQLite file): the same schema and initial rows, as `migrate` made them in this session.
+    def _template_kind(self) -> str:
+        return "sqlite" if self.stack == "embedded" else "postgres"
+
+    def _save_template(self) -> None:
+        kind = self._template_kind()
+        if kind in _TEMPLATES:
+            return
+        if kind == "sqlite":
+            folder = Path(tempfile.mkdtemp(prefix="cs_it_template_"))
+            atexit.register(shutil.rmtree, folder, True)
+            _sqlite_copy(self.tmp / "db.sqlite3", folder / "db.sqlite3")
+            _TEMPLATES[kind] = str(folder / "db.sqlite3")
+        else:
+            import psycopg
+
+            name = f"cs_it_tmpl_{secrets.token_hex(6)}"
+            with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.pg_db}"')
+            atexit.register(_drop_pg_database, name)
+            _TEMPLATES[kind] = name
+
+    def _from_template(self) -> bool:
+        template = _TEMPLATES.get(self._template_kind())
+        if template is None:
+            return False
+        if self.stack == "embedded":
+            _sqlite_copy(Path(template), self.tmp / "db.sqlite3")
+            self.sql("delete from catalog_sync_cache")  # the database cache starts empty, like Redis's
+        else:
+            import psycopg
+
+            with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE "{self.pg_db}"')
+                conn.execute(f'CREATE DATABASE "{self.pg_db}" TEMPLATE "{template}"')
+        return True
+
     @staticmethod
     def _create_pg_database() -> str:
         import psycopg
@@ -263,6 +332,24 @@ class Service:
         path = self.tmp / f"worker-{name}.log"
         return path.read_text() if path.exists() else ""
 
+    def settle(self, name: str = "w1", *, quiet: float = 1.5, timeout: float = 30) -> None:
+        """Wait until worker ``name`` has finished every task it received, and nothing new reached
+        it for ``quiet`` seconds. How a test shows that something did NOT happen (no fetch, no
+        second task) without a blind sleep: ``quiet`` outlasts the embedded broker's 1 s polling
+        interval, and a countdown or coalescing window shows up at once as a received task."""
+        last = {"log": None, "since": time.monotonic()}
+
+        def settled() -> bool:
+            log = self.worker_log(name)
+            if log != last["log"]:
+                last.update(log=log, since=time.monotonic())
+                return False
+            received = log.count("] received")
+            ended = len(_TASK_ENDED.findall(log))
+            return ended >= received and time.monotonic() - last["since"] >= quiet
+
+        wait_until(settled, timeout, interval=0.2, what=f"worker {name} to settle")
+
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"
         return path.read_text() if path.exists() else ""
@@ -271,20 +358,14 @@ class Service:
         return psutil.Process(proc.pid).children(recursive=True)
 
     def stop(self) -> None:
+        """End the processes and drop what this Service made. The test is over: no warm shutdown
+        (it waits for the embedded broker's polling and costs seconds per test)."""
         for proc in self.workers:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.workers:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
                 self.kill_worker(proc)
         self.workers.clear()
         if self.pg_db and not self._pg_dropped:
-            import psycopg
-
-            with psycopg.connect(pg_admin_url(), autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.pg_db}" WITH (FORCE)')
+            _drop_pg_database(self.pg_db)
             self._pg_dropped = True
         if self.vhost:
             subprocess.run(
