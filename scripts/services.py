@@ -129,7 +129,7 @@ def postgres_ready(port: int = PG_PORT) -> bool:
 def _pg_bindir() -> str | None:
     """Where initdb and pg_ctl are: on PATH, else the newest Debian cluster version's bin/."""
     if shutil.which("initdb") and shutil.which("pg_ctl"):
-        return str(Path(shutil.which("pg_ctl")).parent)
+        return str(Path(shutil.which("pg_ctl")).resolve().parent)  # a symlink: its createdb is beside it
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3].split(".")[0])
     )
@@ -246,17 +246,21 @@ def ensure_rabbitmq() -> None:
     node = "rabbit" if RABBIT_PORT == 5672 else f"catalog-sync-{RABBIT_PORT}"
     base = Path(f"/tmp/catalog-sync-rabbitmq-{RABBIT_PORT}")
     env = {**os.environ, "RABBITMQ_NODE_PORT": str(RABBIT_PORT), "RABBITMQ_NODE_IP_ADDRESS": HOST}
-    if RABBIT_PORT != 5672:  # a second node beside the machine's: its own name, state and ports
+    if RABBIT_PORT != 5672:  # a second node beside the machine's: its own name, state, ports, config
         base.mkdir(exist_ok=True)
+        (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = {HOST}:{RABBIT_PORT}\n")
+        (base / "enabled_plugins").write_text("[].\n")
         if _user_exists("rabbitmq"):
-            shutil.chown(base, "rabbitmq")
+            for path in (base, base / "rabbitmq.conf", base / "enabled_plugins"):
+                shutil.chown(path, "rabbitmq")
         env.update(
             RABBITMQ_NODENAME=f"{node}@localhost",
             RABBITMQ_DIST_PORT=str(RABBIT_PORT + 20000),
+            RABBITMQ_CONFIG_FILE=str(base / "rabbitmq.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=str(base / "enabled_plugins"),
             RABBITMQ_MNESIA_BASE=str(base / "mnesia"),
             RABBITMQ_LOG_BASE=str(base / "log"),
             RABBITMQ_PID_FILE=str(base / "pid"),
-            RABBITMQ_SERVER_START_ARGS="-rabbitmq_management listener [{port,0}]",
         )
     print(f"starting rabbitmq-server on {HOST}:{RABBIT_PORT}", flush=True)
     try:
