@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from typing import IO, Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import CharField
 from django.db.models.functions import Cast
 from django.utils import timezone
@@ -116,7 +117,8 @@ class Command(BaseCommand):
                     key, content = parse_course_record(record)
                 except InvalidRecord as exc:
                     raise _refuse(number, str(exc)) from None
-                unknown.update(unknown_fields(record))
+                if len(unknown) <= 10:  # enough to name them; a hostile file cannot grow it
+                    unknown.update(unknown_fields(record))
                 text = str(key)
                 other = by_lower.setdefault(text.lower(), text)
                 if other != text:
@@ -194,10 +196,12 @@ class Command(BaseCommand):
             batch = keys[start : start + BATCH]
             stored = {
                 row[0]: dict(zip(CONTENT_FIELDS, row[1:], strict=True))
-                for row in CourseOverview.objects.filter(id__in=batch).values_list(raw_id, *CONTENT_FIELDS)
+                for row in CourseOverview.objects.filter(
+                    id__in=[records[text][0] for text in batch]
+                ).values_list(raw_id, *CONTENT_FIELDS)
             }
             new: list[CourseOverview] = []
-            changed: list[CourseOverview] = []
+            changed: list[tuple[str, dict[str, Any]]] = []
             fields: set[str] = set()
             for text in batch:
                 key, content = records[text]
@@ -210,11 +214,34 @@ class Command(BaseCommand):
                     unchanged += 1
                     continue
                 current.update(content)
-                changed.append(CourseOverview(id=key, modified=now, **current))
+                changed.append((text, current))
                 fields.update(diff)
             CourseOverview.objects.bulk_create(new, batch_size=BATCH)
-            if changed:
-                CourseOverview.objects.bulk_update(changed, [*sorted(fields), "modified"], batch_size=BATCH)
+            _update_rows(changed, sorted(fields), now)
             created += len(new)
             updated += len(changed)
         return created, updated, unchanged
+
+
+def _update_rows(rows: list[tuple[str, dict[str, Any]]], names: list[str], now: datetime) -> None:
+    """``UPDATE ... SET <names>, modified WHERE id = %s`` for each row, as one ``executemany``.
+
+    Django's ``bulk_update`` builds a CASE WHEN per field and row: 100,000 changed rows took
+    35 s in it, against a few seconds this way. Only quoted column names are interpolated.
+    """
+    if not rows:
+        return
+    fields = [CourseOverview._meta.get_field(name) for name in names]
+    quote = connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields)
+    sql = (
+        f"UPDATE {quote(CourseOverview._meta.db_table)} SET {assignments}, "  # noqa: S608
+        f"{quote('modified')} = %s WHERE {quote('id')} = %s"
+    )
+    stamp = CourseOverview._meta.get_field("modified").get_db_prep_save(now, connection)
+    params = [
+        [*(field.get_db_prep_save(values[field.name], connection) for field in fields), stamp, text]
+        for text, values in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
