@@ -21,8 +21,11 @@ MAX_LANGUAGE_LENGTH = 16  # the overview column's size
 # "zh-Hans-CN"); course-discovery also has "_" spellings ("zh_CN"). ASCII only; fullmatch, so a
 # trailing newline ("en\n", which ``$`` would let through) is refused.
 _LANGUAGE_RE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*", re.ASCII)
-# ASCII characters that never belong in a stored URL: controls, space, quotes, angle brackets.
-_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f<>\"\\`{}|^]")
+# ASCII characters that never belong in a stored URL: controls, space, quotes (either kind: the
+# URL ends up in HTML attributes), angle brackets, backslash and the other RFC 3986 exclusions.
+_FORBIDDEN_URL_CHARS = re.compile(r"[\x00-\x20\x7f<>\"'\\`{}|^]")
+# A host name: letters (any script), digits, "-", "_" and "."; or an IP literal in brackets.
+_HOST_RE = re.compile(r"[\w.-]+|\[[0-9A-Fa-f:.]+\]")
 # Unicode categories refused anywhere in a URL: controls (Cc), format characters (Cf: the
 # bidirectional controls U+202A..U+202E, U+2066..U+2069, U+200E/U+200F, zero-width characters),
 # separators (Zs, Zl, Zp: every kind of whitespace), surrogates (Cs) and private use (Co).
@@ -57,6 +60,9 @@ def _clean_url(value: Any) -> str | None:
         raise RefusedRecord(f"marketing_url is not an absolute http(s) URL: {value[:80]!r}")
     if "@" in parts.netloc:
         raise RefusedRecord("marketing_url carries credentials (user:password@)")
+    host = parts.netloc.rsplit(":", 1)[0] if not parts.netloc.endswith("]") else parts.netloc
+    if not _HOST_RE.fullmatch(host):
+        raise RefusedRecord(f"marketing_url has an invalid host: {parts.netloc[:80]!r}")
     if port == 0 or parts.netloc.endswith(":"):
         raise RefusedRecord(f"marketing_url has an invalid port: {parts.netloc[:80]!r}")
     return value

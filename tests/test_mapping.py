@@ -68,6 +68,9 @@ def test_null_marketing_url_and_language_are_kept_as_null():
         ({"marketing_url": "https://x.example/\u200fc"}, "bidirectional"),
         ({"marketing_url": "https://x.example/\u200bc"}, "control"),
         ({"marketing_url": "ftp://x.example/c"}, "absolute http"),
+        ({"marketing_url": "https://x.example/o'reilly"}, "quote"),
+        ({"marketing_url": "https://x.exa;mple/c"}, "invalid host"),
+        ({"marketing_url": "https://x.example%2F@y/c"}, "credentials"),
         ({"marketing_url": "data:text/html,<b>x</b>"}, "quote"),
         ({"marketing_url": "data:text/html;base64,PGI+"}, "absolute http"),
         ({"marketing_url": "https:///path-only"}, "absolute http"),
@@ -88,6 +91,8 @@ def test_hostile_or_malformed_values_refuse_the_record(overrides, reason):
         "HTTPS://X.EXAMPLE/C",
         "https://exämple.example/kurs",
         "https://x.example/%E2%80%AEencoded-is-inert",
+        "https://[2001:db8::1]:8443/c",
+        "https://x.example/o%27reilly",
         "https://x.example/" + "a" * 482,  # exactly 500 characters: the column's size
     ],
 )
