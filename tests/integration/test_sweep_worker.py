@@ -3,14 +3,12 @@ and the publish-versus-chunk race. Redis broker and cache, stand-in catalog over
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 
 import pytest
 
 from standin import lms_course_records
-from tests.integration.harness import ROOT, Service, wait_until
+from tests.integration.harness import Service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +37,17 @@ def _finished(service):
 
 def test_two_concurrent_triggers_run_one_sweep(service, standin):
     records = _import_all(service, standin)
-    standin.set_faults(latency_ms=200)
+    # 10 chunks, two at a time, 1.5 s each: the sweep still runs when the in-process one tries
+    standin.set_faults(latency_ms=1500)
+    # Both triggers are queued before any worker runs: the two pool processes take one each and
+    # race for the lease (a trigger queued behind the chunks would start a second sweep later).
+    for _ in range(2):
+        service.manage("sync_catalog", "--async", "--page-size", "20")
     service.start_worker(concurrency=2)
-    triggers = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "sync_catalog", "--async", "--page-size", "20"],
-            cwd=ROOT,
-            env=service.env,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    for proc in triggers:
-        assert proc.wait(timeout=60) == 0
     wait_until(lambda: _runs(service), 30, what="a sweep run")
     # while it runs, an in-process sweep refuses to start too
     inline = service.manage("sync_catalog", "--no-progress", check=False)
+    assert _runs(service)[0][1] == "running", "the sweep ended before the in-process one was tried"
     assert inline.returncode == 1 and "already running" in inline.stderr
     runs = wait_until(lambda: _finished(service), 90, what="the sweep to finish")
     assert len(runs) == 1, runs
