@@ -87,6 +87,11 @@ def lease_ttl() -> timedelta:
     return timedelta(seconds=float(getattr(settings, "CATALOG_SWEEP_LEASE_TTL", 600)))
 
 
+# Seconds, as configured when this module was imported (celeryconfig's time limits are checked
+# against it); the lease itself reads ``lease_ttl()`` at each use.
+LEASE_TTL = lease_ttl().total_seconds()
+
+
 def running_run() -> SweepRun | None:
     return SweepRun.objects.filter(status=SweepStatus.RUNNING).first()
 
