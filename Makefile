@@ -12,7 +12,7 @@ STAMP      := $(VENV)/.installed
 DEV_SETTINGS := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.dev}
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint run web worker beat standin bench migrate clean
+.PHONY: help install demo test lint run web worker beat standin bench soak migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ standin: install ## the bundled stand-in catalog on 127.0.0.1:8765 (settings.dev
 bench: install ## benchmarks: prints a table, writes bench/results/*.json
 	$(PY) scripts/services.py ensure
 	$(PY) bench/run.py
+
+soak: install ## chaos soak, ~5 minutes (not in CI): faults, kills, publishes; one PASS/FAIL line (SOAK_ARGS="--stack embedded")
+	nice $(PY) scripts/soak.py $(SOAK_ARGS)
 
 clean: ## remove var/ (local database, embedded broker)
 	rm -rf var/
