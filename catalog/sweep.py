@@ -477,9 +477,9 @@ def run_in_process(
             delay = backoff(retries, exc)
             retries += 1
             log.warning("catalog sweep: chunk %s: %s; retrying in %.1fs", chunk.seq, exc, delay)
-            if not heartbeat(run.pk, run.owner):
-                raise SweepTakenOver(f"sweep #{run.pk} was taken over while chunk {chunk.seq} waited")
             sleep(delay)
+            if not heartbeat(run.pk, run.owner):  # a long wait: another trigger may own it now
+                raise SweepTakenOver(f"sweep #{run.pk} was taken over while chunk {chunk.seq} waited")
             attempt = fetch(rows)
         counters = apply_runs(rows, attempt.fetched).counters
         finish_chunk(

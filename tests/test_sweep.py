@@ -522,3 +522,21 @@ def test_the_rate_window_is_counted_in_the_database_not_the_cache():
     now[0] += 5  # a later window starts: the old rows go
     gates[1].before_request()
     assert list(RateWindow.objects.values_list("number", "used")) == [(7005, 1)]
+
+
+def test_an_in_process_sweep_taken_over_while_it_waited_stops_and_leaves_the_run_to_its_new_owner(
+    wire, catalog_client
+):
+    _courses(wire, 10)
+    wire.before_list = lambda w: (503, {}, "down") if w.list_requests == 1 else None
+    run = sweeps.start_sweep("command", page_size=5, in_process=True)
+    first_owner, taken = run.owner, []
+
+    def sleep(seconds):  # the backoff outlasted the TTL: a beat tick took the run over meanwhile
+        _stale(run)
+        taken.append(sweeps.start_sweep("beat"))
+
+    result = sweeps.run_in_process(run, catalog_client, attempts=3, sleep=sleep, backoff=lambda a, e: 0)
+    assert taken[0].pk == run.pk and result.status == SweepStatus.RUNNING
+    assert result.owner == taken[0].owner != first_owner
+    assert result.chunks.filter(status=ChunkStatus.PENDING).count() == 2  # left for the new owner

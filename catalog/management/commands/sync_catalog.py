@@ -100,6 +100,12 @@ class Command(BaseCommand):
             f"pages={run.chunks_done} resumed={run.resumed} page_size={page_size or config.page_size} "
             f"seconds={time.monotonic() - started:.1f}"
         )
+        if run.status == SweepStatus.RUNNING:  # another trigger took it over: it goes on there
+            raise CommandError(
+                f"sweep #{run.pk} was taken over by another trigger (this process had gone quiet for "
+                "longer than CATALOG_SWEEP_LEASE_TTL); it goes on there",
+                returncode=EXIT_INCOMPLETE,
+            )
         if run.status != SweepStatus.COMPLETE:
             raise CommandError(
                 f"sweep could not complete: {run.error or run.status}", returncode=EXIT_INCOMPLETE
