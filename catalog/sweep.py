@@ -393,13 +393,14 @@ def stop_run(run: SweepRun, error: str) -> SweepRun:
     Only the run's owner stops it (a run taken over meanwhile is the new owner's)."""
     now = timezone.now()
     with transaction.atomic():
+        # chunks first, then the run: the order finish_chunk locks them in, so the two never
+        # deadlock on PostgreSQL (a chunk being finished meanwhile is waited for, then skipped)
+        SweepChunk.objects.filter(
+            run_id=run.pk, status=ChunkStatus.PENDING, run__status=SweepStatus.RUNNING, run__owner=run.owner
+        ).update(status=ChunkStatus.CANCELLED, finished_at=now, error=f"not run: sweep #{run.pk} stopped")
         stopped = SweepRun.objects.filter(pk=run.pk, status=SweepStatus.RUNNING, owner=run.owner).update(
             status=SweepStatus.FAILED, finished_at=now, error=error[:2000]
         )
-        if stopped:
-            SweepChunk.objects.filter(run_id=run.pk, status=ChunkStatus.PENDING).update(
-                status=ChunkStatus.CANCELLED, finished_at=now, error=f"not run: sweep #{run.pk} stopped"
-            )
     if stopped:
         log.error("catalog sweep: sweep #%s stopped: %s", run.pk, error)
     run.refresh_from_db()
