@@ -29,7 +29,6 @@ install: $(STAMP) ## create .venv/ with the project and its test and dev tools (
 
 migrate: install ## apply database migrations and create the cache table (DATABASE_URL, default SQLite under var/)
 	$(MANAGE) migrate --noinput
-	$(MANAGE) createcachetable
 
 demo: install ## the whole pipeline end to end on embedded defaults, with a summary
 	$(PY) scripts/demo.py

@@ -100,7 +100,6 @@ def main() -> int:
 
         say("database: migrate, cache table, import the LMS's courses")
         manage("migrate", "--noinput")
-        manage("createcachetable")
         print("   " + manage("import_courses", str(records)))
 
         say("starting a Celery worker (embedded SQLAlchemy broker, no server)")

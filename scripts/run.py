@@ -36,8 +36,10 @@ COMMANDS = {
 
 
 def main() -> int:
-    subprocess.run([PY, "manage.py", "createcachetable"], cwd=ROOT, check=True)
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in COMMANDS.items()}
+    # Only manage.py defaults to development settings; the worker and beat fail closed without it.
+    env = {**os.environ}
+    env.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in COMMANDS.items()}
     stopping = False
 
     def stop(*_: object) -> None:

@@ -103,7 +103,7 @@ STATIC_ROOT = VAR_DIR / "static"
 
 # Cache: shared by web, workers and beat (configuration rows, publish coalescing markers, the
 # fleet-wide throttle). Redis in production (CACHE_URL=redis://...); on a laptop Django's database
-# cache, which every process shares through the database (`manage.py createcachetable`).
+# cache, which every process shares through the database (its table is created by `manage.py migrate`).
 CACHE_URL = env_str("CACHE_URL")
 if CACHE_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
@@ -150,6 +150,8 @@ CATALOG_CLIENT_SECRET = env_str("CATALOG_CLIENT_SECRET")
 CATALOG_PUBLISH_COALESCE_WINDOW = env_float("CATALOG_PUBLISH_COALESCE_WINDOW", 2.0)
 # A sweep that has not heartbeaten for this many seconds is dead; the next trigger resumes it.
 CATALOG_SWEEP_LEASE_TTL = env_int("CATALOG_SWEEP_LEASE_TTL", 600)
+# Seconds between beat's requeue of refresh requests that never reached a worker (the outbox).
+CATALOG_REFRESH_REQUEUE_INTERVAL = env_float("CATALOG_REFRESH_REQUEUE_INTERVAL", 60.0)
 # TLS verification is always on; a private CA is trusted with requests' REQUESTS_CA_BUNDLE.
 
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------
