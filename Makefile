@@ -33,7 +33,7 @@ migrate: install ## apply database migrations and create the cache table (DATABA
 demo: install ## the whole pipeline end to end on embedded defaults, with a summary
 	$(PY) scripts/demo.py
 
-test: install ## the whole suite; starts Redis if nothing answers on 127.0.0.1:6379
+test: install ## the whole suite (integration tests on three stacks); starts Redis, PostgreSQL, RabbitMQ if silent
 	$(PY) scripts/services.py ensure
 	$(PY) -m pytest -q -p no:cacheprovider
 
