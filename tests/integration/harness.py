@@ -131,11 +131,9 @@ class Service:
         try:
             self.env = self._stack_env(env)
             if not self._from_template():
+                # `migrate` alone, as every deployment runs it: it creates the database cache's
+                # table too, so the embedded stack proves that nothing else is needed.
                 self.manage("migrate", "--noinput")
-                # Until a migration creates the database cache's table, `migrate` alone leaves it
-                # out on the embedded stack; createcachetable is a no-op once the table exists.
-                if stack == "embedded":
-                    self.manage("createcachetable")
                 self._save_template()
         except BaseException:
             self.stop()  # no database or vhost left behind by a Service that never started
