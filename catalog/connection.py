@@ -5,10 +5,10 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from catalog.client import CatalogClient, ClientConfig
 from catalog.models import CatalogIntegration, current_config
 from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
 from catalog.throttle import FleetThrottle
+from catalog_client.client import CatalogClient, ClientConfig
 
 _REQUIRED = ("CATALOG_API_URL", "CATALOG_OAUTH_URL", "CATALOG_CLIENT_ID", "CATALOG_CLIENT_SECRET")
 

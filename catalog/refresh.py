@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.errors import CatalogError
 from catalog.sync import (
     READ_FIELDS,
     CatalogSource,
@@ -19,6 +18,7 @@ from catalog.sync import (
     record_failure,
     sync_overviews,
 )
+from catalog_client.errors import CatalogError
 from overviews.models import CourseOverview
 
 log = logging.getLogger("catalog.refresh")

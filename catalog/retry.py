@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from catalog.errors import CatalogError, CatalogThrottled, is_retryable
+from catalog_client.errors import CatalogError, CatalogThrottled, is_retryable
 
 __all__ = ["RetryPolicy", "backoff_delay", "is_retryable", "next_retry"]
 

@@ -44,8 +44,6 @@ from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from catalog.client import split_keys_for_urls
-from catalog.errors import CatalogError
 from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
 from catalog.sync import (
     CatalogSource,
@@ -57,6 +55,8 @@ from catalog.sync import (
     read_rows,
     sync_overviews,
 )
+from catalog_client.client import split_keys_for_urls
+from catalog_client.errors import CatalogError
 from overviews.models import CourseOverview
 
 log = logging.getLogger("catalog.sweep")

@@ -26,9 +26,9 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.errors import CatalogError
 from catalog.mapping import RefusedRecord, map_course_run
 from catalog.retry import backoff_delay
+from catalog_client.errors import CatalogError
 from overviews.models import CATALOG_FIELDS, SYNC_FIELDS, CatalogStatus, CourseOverview
 
 log = logging.getLogger("catalog.sync")
@@ -40,7 +40,7 @@ CCX_PREFIX = "ccx-v1:"
 
 
 class CatalogSource(Protocol):
-    """What the sync needs of a catalog client (``catalog.client.CatalogClient``)."""
+    """What the sync needs of a catalog client (``catalog_client.client.CatalogClient``)."""
 
     requests_made: int
 
@@ -149,7 +149,7 @@ def sync_overviews(
     is left alone, and counted as ``superseded`` if it would have changed. So a chunk never
     overwrites a course whose per-course fetch completed after the chunk's answer arrived, nor one
     whose fetch started after the chunk's and finished first -- even when that fetch found nothing
-    to change. Raises ``CatalogError`` (typed, see ``catalog.errors``) when the fetch fails;
+    to change. Raises ``CatalogError`` (typed, see ``catalog_client.errors``) when the fetch fails;
     nothing has been written then. No transaction is held across the HTTP request: each write is
     one guarded statement per batch, atomic by itself.
     """

@@ -30,8 +30,8 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from catalog.errors import CatalogThrottled
 from catalog.models import RateWindow
+from catalog_client.errors import CatalogThrottled
 
 log = logging.getLogger("catalog.throttle")
 

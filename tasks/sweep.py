@@ -9,7 +9,6 @@ from django.db import DatabaseError
 
 import celeryconfig as conf
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
-from catalog.errors import CatalogError, CatalogTimeout
 from catalog.models import ChunkStatus, SweepChunk
 from catalog.retry import next_retry
 from catalog.sweep import (
@@ -24,6 +23,7 @@ from catalog.sweep import (
     sync_chunk,
 )
 from catalog.sync import SyncCounters
+from catalog_client.errors import CatalogError, CatalogTimeout
 from tasks.app import app
 from tasks.refresh import TransientDatabaseError
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from catalog.client import CatalogClient, ClientConfig
+from catalog_client.client import CatalogClient, ClientConfig
 
 # A shared 2-core machine: wall-clock deadlines would make property tests flaky, not stricter.
 hypothesis_settings.register_profile("ci", deadline=None, max_examples=100)

@@ -27,8 +27,8 @@ import responses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from catalog.client import CatalogClient, ClientConfig, parse_retry_after, redact_url
-from catalog.errors import (
+from catalog_client.client import CatalogClient, ClientConfig, parse_retry_after, redact_url
+from catalog_client.errors import (
     CatalogConnectionError,
     CatalogError,
     CatalogMalformedResponse,

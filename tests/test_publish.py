@@ -17,8 +17,8 @@ from waffle.testutils import override_switch
 
 import celeryconfig as conf
 from catalog import coalesce
-from catalog.errors import CatalogServerError
 from catalog.switches import DISABLE_CATALOG_CALLS, FETCH_ON_CREATE
+from catalog_client.errors import CatalogServerError
 from overviews.models import CatalogStatus, CourseOverview
 from signals import course_published
 from tasks import refresh as refresh_tasks

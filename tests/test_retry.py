@@ -5,9 +5,9 @@ import random
 import pytest
 from django.core.cache import cache
 
-from catalog.errors import CatalogPermanentError, CatalogServerError, CatalogThrottled
 from catalog.models import CatalogIntegration, current_config
 from catalog.retry import RetryPolicy, backoff_delay, next_retry
+from catalog_client.errors import CatalogPermanentError, CatalogServerError, CatalogThrottled
 
 POLICY = RetryPolicy(base=2, cap=120, max_retries=3, max_countdown=900)
 

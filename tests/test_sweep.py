@@ -22,12 +22,12 @@ from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog import sweep as sweeps
-from catalog.client import CatalogClient
-from catalog.errors import CatalogServerError, CatalogThrottled
 from catalog.models import CatalogIntegration, ChunkStatus, RateWindow, SweepChunk, SweepRun, SweepStatus
 from catalog.refresh import refresh_courses
 from catalog.sync import SyncCounters
 from catalog.throttle import FleetThrottle, admit
+from catalog_client.client import CatalogClient
+from catalog_client.errors import CatalogServerError, CatalogThrottled
 from overviews.models import CourseOverview
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog

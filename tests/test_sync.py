@@ -8,8 +8,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.errors import CatalogError
 from catalog.sync import catalog_key_for, overview_pages, sweep, sync_overviews
+from catalog_client.errors import CatalogError
 from overviews.models import CatalogStatus, CourseOverview
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog

@@ -2,7 +2,7 @@
 
 No Django here: the configuration is passed in (see ``catalog.connection``). The client never retries
 by itself (no urllib3 retries either) except once after a 401, with a fresh token: retrying is the
-caller's job, with ``catalog.errors.is_retryable`` as the rule.
+caller's job, with ``catalog_client.errors.is_retryable`` as the rule.
 
 Every catalog call is bounded in time and memory. requests' read timeout is per socket read, so a
 catalog that sends a byte just inside it holds a caller for ever; here each call -- one API request
@@ -33,7 +33,7 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
-from catalog.errors import (
+from catalog_client.errors import (
     DEFAULT_THROTTLE_RETRY_AFTER,
     CatalogConnectionError,
     CatalogMalformedResponse,
