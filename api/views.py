@@ -27,11 +27,11 @@ from api.permissions import IsSelfOrStaff
 from api.serializers import CourseEnrollmentSerializer, CourseOverviewSerializer
 from api.throttling import HEALTH_SCOPE, REFRESH_SCOPE, SettingsScopedRateThrottle
 from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are_off
-from catalog.keys import parse_course_key
 from catalog.refresh import failure_text, refresh_courses
 from catalog_client.client import CatalogClient
 from catalog_client.errors import CatalogError, CatalogThrottled, CatalogTimeout
 from enrollments.models import CourseEnrollment
+from overviews.keys import parse_course_key
 from overviews.models import CourseOverview
 
 log = logging.getLogger("api")

@@ -17,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.keys import parse_course_key
+from overviews.keys import parse_course_key
 from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
 _MAX_TEXT = 10_000  # TextFields have no column limit; a course record has no reason to be larger

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "overviews.apps.OverviewsConfig",
     "catalog.apps.CatalogConfig",
     "enrollments.apps.EnrollmentsConfig",
+    "signals.apps.SignalsConfig",
     "settings.apps.LocalFilesConfig",
 ]
 

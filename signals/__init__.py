@@ -1,12 +1,10 @@
-"""The course-published signal (CONTRACT.md).
+"""Receivers of ``course_published``: update the overview in place, then enqueue the catalog fetch.
 
-``course_published.send(sender, course_key=<CourseKey>, **content_fields)`` is what the authoring
-side fires after a publish. Receivers live in ``signals.receivers`` and are wired in
-``OverviewsConfig.ready()``.
+``signals.course_published`` is the CONTRACT name of the signal; the object itself is defined on
+the LMS side (``overviews.signals``), so that firing it needs nothing of the sync. The receivers
+(``signals.receivers``) are connected by this Django app's ``SignalsConfig.ready()``.
 """
 
-from django.dispatch import Signal
-
-course_published = Signal()
+from overviews.signals import course_published
 
 __all__ = ["course_published"]

@@ -15,7 +15,7 @@ from opaque_keys.edx.keys import CourseKey
 from catalog.coalesce import OUTBOX_FIELD
 from catalog.switches import catalog_calls_disabled, fetch_on_create
 from overviews.models import CONTENT_FIELDS, CourseOverview
-from signals import course_published
+from overviews.signals import course_published
 
 log = logging.getLogger("signals.receivers")
 
@@ -59,8 +59,8 @@ def _fetch_now(course_key: str) -> bool:
     when it was synced (its outbox marker is then cleared); any failure falls back to the task."""
     from catalog.coalesce import clear_requested
     from catalog.connection import build_client
-    from catalog.keys import parse_course_key
     from catalog.refresh import refresh_courses
+    from overviews.keys import parse_course_key
 
     started = timezone.now()
     try:

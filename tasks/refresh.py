@@ -26,10 +26,10 @@ from opaque_keys.edx.keys import CourseKey
 import celeryconfig as conf
 from catalog import coalesce
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
-from catalog.keys import parse_course_key
 from catalog.refresh import failure_text, record_failure, refresh_courses
 from catalog.retry import next_retry
 from catalog_client.errors import CatalogError, CatalogRetryableError, CatalogTimeout
+from overviews.keys import parse_course_key
 from overviews.models import CourseOverview
 from tasks.app import app
 

@@ -18,7 +18,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.management.commands import import_courses
+from overviews.management.commands import import_courses
 from overviews.models import CatalogStatus, CourseOverview
 from tests.factories import CourseOverviewFactory
 

@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.keys import parse_course_key
 from catalog.mapping import MAX_URL_LENGTH, RefusedRecord, map_course_run
 from catalog_client.client import CatalogClient, ClientConfig, split_keys_for_urls
+from overviews.keys import parse_course_key
 from tests.conftest import API, OAUTH
 
 # -- the mapping ---------------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from django.utils import timezone
 
 from catalog.coalesce import clear_requested
 from catalog.connection import CatalogCallsDisabled, build_client
-from catalog.keys import parse_keys_or_exit
 from catalog.refresh import refresh_courses
+from overviews.keys import parse_keys_or_exit
 
 EXIT_FETCH_FAILED = 1
 

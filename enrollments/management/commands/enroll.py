@@ -2,8 +2,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from catalog.keys import EXIT_INVALID_INPUT, parse_keys_or_exit
 from enrollments.enroll import UnknownCourses, enroll
+from overviews.keys import EXIT_INVALID_INPUT, parse_keys_or_exit
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
-from catalog.keys import parse_keys_or_exit
-from signals import course_published
+from overviews.keys import parse_keys_or_exit
+from overviews.signals import course_published
 
 
 class Command(BaseCommand):

@@ -23,10 +23,10 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.keys import EXIT_INVALID_INPUT
+from overviews.keys import EXIT_INVALID_INPUT
 from overviews.models import CONTENT_FIELDS, CourseOverview
 from overviews.records import InvalidRecord, parse_course_record, unknown_fields
-from signals import course_published
+from overviews.signals import course_published
 
 BATCH = 1000  # rows per bulk_create / bulk_update and per existing-rows query
 MAX_LINE_BYTES = 64 * 1024  # a course record is a few hundred bytes; 64 KB is generous
