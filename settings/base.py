@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "catalog.apps.CatalogConfig",
     "enrollments.apps.EnrollmentsConfig",
     "signals.apps.SignalsConfig",
+    "ops.apps.OpsConfig",
     "settings.apps.LocalFilesConfig",
 ]
 

@@ -20,8 +20,8 @@ from waffle.testutils import override_switch
 
 from catalog import coalesce
 from catalog.switches import DISABLE_CATALOG_CALLS
-from overviews import admin as overviews_admin
-from overviews.admin import MAX_ADMIN_REFRESH, workers_answering
+from ops import admin as ops_admin
+from ops.admin import MAX_ADMIN_REFRESH, workers_answering
 from overviews.models import CatalogStatus, CourseOverview
 from tasks.app import app
 from tasks.refresh import refresh_course
@@ -59,7 +59,7 @@ def queued():
 @pytest.fixture
 def no_ping():
     """The worker ping is not under test here (the embedded broker cannot be pinged anyway)."""
-    with mock.patch.object(overviews_admin, "workers_answering", return_value=None) as ping:
+    with mock.patch.object(ops_admin, "workers_answering", return_value=None) as ping:
         yield ping
 
 
@@ -202,7 +202,7 @@ def test_the_action_when_the_broker_fails_says_what_was_recorded(admin_client, q
 
 def test_the_action_warns_when_no_worker_answers(admin_client, queued):
     overview()
-    with mock.patch.object(overviews_admin, "workers_answering", return_value=False) as ping:
+    with mock.patch.object(ops_admin, "workers_answering", return_value=False) as ping:
         messages = run_action(admin_client, [KEY])
     assert messages[0] == ("success", "1 course refresh(es) queued, 0 already pending (coalesced).")
     assert messages[1][0] == "warning" and "No Celery worker answered a ping within 1 s" in messages[1][1]
@@ -212,7 +212,7 @@ def test_the_action_warns_when_no_worker_answers(admin_client, queued):
 @pytest.mark.parametrize("answer", [True, None])
 def test_the_action_does_not_warn_when_a_worker_answers_or_it_cannot_tell(answer, admin_client, queued):
     overview()
-    with mock.patch.object(overviews_admin, "workers_answering", return_value=answer):
+    with mock.patch.object(ops_admin, "workers_answering", return_value=answer):
         assert [level for level, _ in run_action(admin_client, [KEY])] == ["success"]
 
 

@@ -3,9 +3,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from catalog.coalesce import clear_requested
-from catalog.connection import CatalogCallsDisabled, build_client
+from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are_off
 from catalog.refresh import refresh_courses
 from overviews.keys import parse_keys_or_exit
+from tasks.refresh import request_refresh
 
 EXIT_FETCH_FAILED = 1
 
@@ -48,9 +49,6 @@ class Command(BaseCommand):
 
     def _enqueue(self, keys):
         """``--async``: one refresh request (coalesced, like a publish's), one line per key."""
-        from catalog.connection import why_calls_are_off
-        from tasks.refresh import request_refresh  # the Celery app is built on first use only
-
         reason = why_calls_are_off()
         if reason:
             raise CommandError(f"{reason}; nothing queued", returncode=EXIT_FETCH_FAILED)

@@ -4,12 +4,14 @@ from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+import celeryconfig
 from catalog.connection import CatalogCallsDisabled, build_client
 from catalog.models import CatalogIntegration, SweepStatus, current_config
 from catalog.retry import backoff_delay
 from catalog.sweep import run_in_process, start_sweep, stop_run
 from catalog.sync import sweep as dry_run_sweep
 from overviews.models import CourseOverview
+from tasks.sweep import sweep
 
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
@@ -48,9 +50,6 @@ class Command(BaseCommand):
         if options["run_async"]:
             if options["dry_run"]:
                 raise CommandError("--dry-run runs in this process; drop --async", returncode=EXIT_USAGE)
-            import celeryconfig
-            from tasks.sweep import sweep
-
             result = sweep.apply_async(
                 kwargs={"trigger": "command", "page_size": page_size}, expires=celeryconfig.SWEEP_EXPIRES
             )

@@ -1,6 +1,11 @@
-"""The overview rows in the admin: read-only, with a "Refresh from catalog" action.
+"""The Django admin: the overview rows (read-only, with a "Refresh from catalog" action), the
+catalog integration's configuration (with history) and the sweep records (read-only).
 
-Nothing on a row is the admin's to edit: the key identifies the course (editing it made a second
+Registered here, on the operator surface, not in the apps that own the models: the refresh action
+enqueues, and the LMS side (``overviews``) and the sync core (``catalog``) import nothing above
+them.
+
+Nothing on an overview row is the admin's to edit: the key identifies the course (editing it made a second
 row), the content fields belong to the LMS (the next publish overwrites them) and the catalog
 fields and sync metadata belong to the sync. The change page is a view page.
 """
@@ -9,14 +14,16 @@ from __future__ import annotations
 
 import logging
 
+from config_models.admin import ConfigurationModelAdmin
 from django.contrib import admin, messages
 from django.http import Http404
 from opaque_keys import InvalidKeyError
 
 from catalog.connection import why_calls_are_off
+from catalog.models import CatalogIntegration, SweepChunk, SweepRun
 from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
-log = logging.getLogger("overviews.admin")
+log = logging.getLogger("overviews.admin")  # the logger's name is unchanged since the move
 
 # The "Refresh from catalog" action asks for at most this many courses: more is a sweep's job.
 MAX_ADMIN_REFRESH = 1000
@@ -28,6 +35,8 @@ def workers_answering(timeout: float = WORKER_PING_TIMEOUT) -> bool | None:
     """True when a worker answers a ping within ``timeout``, False when none does, None when it
     cannot be told: the embedded broker (kombu's SQLAlchemy transport) has no broadcast, so no
     worker could ever answer there; a broker error is reported by the refresh itself."""
+    # Imported on use, not at the top: the admin modules are imported during django.setup()
+    # (admin autodiscovery), and importing tasks.app calls django.setup(), which is not reentrant.
     from tasks.app import app
 
     if str(app.conf.broker_url or "").startswith("sqla+"):
@@ -82,7 +91,7 @@ class CourseOverviewAdmin(admin.ModelAdmin):
     def refresh_from_catalog(self, request, queryset):
         """Ask a worker to fetch each selected course, through ``request_refresh`` like the API:
         requests coalesce on the course's pending fetch, and each is recorded on its row."""
-        from tasks.refresh import request_refresh  # the Celery app is built on first use only
+        from tasks.refresh import request_refresh  # on use: see workers_answering
 
         reason = why_calls_are_off()  # the kill switch, or the integration disabled in the admin
         if reason:
@@ -121,3 +130,60 @@ class CourseOverviewAdmin(admin.ModelAdmin):
                 "the refreshes wait in the queue until a worker runs.",
                 messages.WARNING,
             )
+
+
+admin.site.register(CatalogIntegration, ConfigurationModelAdmin)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Sweep records are written by the sweep only, and kept: a run's row is also the sweep's
+    lease while it is ``running`` (deleting it would let a second sweep start beside the first,
+    whose chunk tasks then find no run), and its chunks are its counters' record."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(ReadOnlyAdmin):
+    list_display = (
+        "id",
+        "status",
+        "trigger",
+        "started_at",
+        "finished_at",
+        "progress",
+        "courses_seen",
+        "courses_updated",
+        "courses_missing",
+        "courses_refused",
+        "courses_errored",
+        "catalog_requests",
+        "retries",
+        "throttled",
+        "resumed",
+    )
+    list_filter = ("status", "trigger")
+    date_hierarchy = "started_at"
+
+    @admin.display(description="chunks done")
+    def progress(self, run: SweepRun) -> str:
+        planned = "" if run.planning_done else "+"
+        return f"{run.chunks_done}/{run.chunks_total}{planned}" + (
+            f" ({run.chunks_failed} failed)" if run.chunks_failed else ""
+        )
+
+
+@admin.register(SweepChunk)
+class SweepChunkAdmin(ReadOnlyAdmin):
+    list_display = ("run", "seq", "status", "first_key", "last_key", "size", "updated", "retries", "error")
+    list_filter = ("status",)
+    search_fields = ("first_key", "last_key")
+    list_select_related = ("run",)
+    show_full_result_count = False
