@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from catalog.models import SweepRun, SweepStatus
 from overviews.models import CourseOverview
+from tasks.app import app
 
 log = logging.getLogger("api.health")
 
@@ -56,8 +57,6 @@ def check_cache() -> dict[str, Any]:
 
 def check_broker(timeout: float = BROKER_TIMEOUT) -> dict[str, Any]:
     """One connection attempt, no retry, bounded by ``timeout`` seconds."""
-    from tasks.app import app  # imported here: building the Celery app is not free
-
     try:
         with app.connection_for_write(
             connect_timeout=timeout,

@@ -33,6 +33,7 @@ from catalog_client.errors import CatalogError, CatalogThrottled, CatalogTimeout
 from enrollments.models import CourseEnrollment
 from overviews.keys import parse_course_key
 from overviews.models import CourseOverview
+from tasks.refresh import request_refresh
 
 log = logging.getLogger("api")
 
@@ -101,8 +102,6 @@ class CourseOverviewRefreshView(AuthenticatedAPIView):
         return self._request_refresh(key)
 
     def _request_refresh(self, key: CourseKey) -> Response:
-        from tasks.refresh import request_refresh  # the Celery app is built on first use only
-
         result = request_refresh([key])
         if result.unknown:  # deleted since the check above
             return _error(status.HTTP_404_NOT_FOUND, f"no course overview for {key}", course_key=str(key))

@@ -12,8 +12,11 @@ from django.dispatch import receiver
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.coalesce import OUTBOX_FIELD
+from catalog.coalesce import OUTBOX_FIELD, clear_requested
+from catalog.connection import build_client
+from catalog.refresh import refresh_courses
 from catalog.switches import catalog_calls_disabled, fetch_on_create
+from overviews.keys import parse_course_key
 from overviews.models import CONTENT_FIELDS, CourseOverview
 from overviews.signals import course_published
 
@@ -47,7 +50,9 @@ def update_overview_in_place(sender: Any, course_key: CourseKey, **content: Any)
 
 
 def _after_commit(course_key: str, created: bool) -> None:
-    from tasks.refresh import enqueue_refresh  # the Celery app loads lazily: commands need no broker
+    # Imported on use, not at the top: this module is imported by SignalsConfig.ready(), during
+    # django.setup(), and importing tasks.app calls django.setup(), which is not reentrant.
+    from tasks.refresh import enqueue_refresh
 
     if created and fetch_on_create() and _fetch_now(course_key):
         return
@@ -57,11 +62,6 @@ def _after_commit(course_key: str, created: bool) -> None:
 def _fetch_now(course_key: str) -> bool:
     """Option 2: fetch a new row's catalog data in this process, with a short timeout. True only
     when it was synced (its outbox marker is then cleared); any failure falls back to the task."""
-    from catalog.coalesce import clear_requested
-    from catalog.connection import build_client
-    from catalog.refresh import refresh_courses
-    from overviews.keys import parse_course_key
-
     started = timezone.now()
     try:
         with build_client(timeout_budget=FETCH_ON_CREATE_TIMEOUT) as client:
