@@ -64,7 +64,10 @@ HOSTILE_RATE = 0.01
 KILL_EVERY = (40.0, 60.0)
 KILL_WAIT = 20.0
 PUBLISH_EVERY = (2.0, 5.0)  # seconds between publish bursts
-PUBLISH_BURST = (10, 60)  # courses per burst
+# Courses per burst. The embedded broker (kombu's SQLAlchemy transport) hands a worker about one
+# message a second per queue (it polls), ~2 refreshes/s for two workers: a bigger rate there only
+# builds a backlog that the drain then waits out.
+PUBLISH_BURST = {"redis-pg": (10, 60), "rabbitmq-pg": (10, 60), "embedded": (1, 6)}
 MUTATE_EVERY = 1.0  # seconds between catalog changes
 MUTATE_BATCH = 5  # runs changed each time
 DRAIN_TIMEOUT = 600.0  # the final phase's bound
@@ -330,7 +333,7 @@ class Soak:
     def publish_burst(self) -> None:
         if not self.reap_publisher(wait=False):
             return  # the previous burst is still running: no pile-up of manage.py processes
-        keys = self.rng.sample(self.lms_keys, self.rng.randint(*PUBLISH_BURST))
+        keys = self.rng.sample(self.lms_keys, self.rng.randint(*PUBLISH_BURST[self.args.stack]))
         self.publisher_keys = keys
         self.counts["publish_bursts"] += 1
         log = open(OUT / "publish.log", "a")  # noqa: SIM115 -- the child holds it
@@ -383,6 +386,16 @@ class Soak:
         """Stop the chaos, get a complete sweep started after it, wait until everything is drained.
         Returns the reasons the wait failed (empty when drained)."""
         self.standin.set_faults(error_rate=FINAL_ERROR_RATE)
+        # No more sweep ticks from beat (its outbox requeue goes on): the final sweep is ours, and
+        # "no sweep running" can hold even where a sweep outlasts the interval (embedded).
+        self.service.manage(
+            "shell",
+            "-c",
+            "from django_celery_beat.models import PeriodicTask\n"
+            "PeriodicTask.objects.filter(name='catalog full sweep').update(enabled=False)\n"
+            "from django_celery_beat.models import PeriodicTasks\n"
+            "PeriodicTasks.update_changed()\n",
+        )
         stopped = datetime.now(UTC)
         for base in ("w1", "w2"):  # both workers alive for the drain
             if self.procs[self.current_worker(base)].poll() is not None:
@@ -627,10 +640,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--courses", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", action="store_true", help="keep the database and the private Redis")
+    parser.add_argument("--logs", default=str(OUT), help="logs and results (emptied first; default var/soak)")
     args = parser.parse_args(argv)
+    global OUT  # one soak per process; every helper above writes there
+    OUT = Path(args.logs).resolve()
     if args.seconds < 1 or args.courses < 100:
         parser.error("--seconds must be positive and --courses at least 100")
-    if OUT.exists():
+    if OUT.exists() and any(OUT.iterdir()):
+        if not (OUT / "soak_settings.py").exists():  # never empty a folder that is not a soak's
+            parser.error(f"--logs {OUT} is not empty and not an earlier soak's folder")
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
 
