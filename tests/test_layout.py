@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "settings": 0,  # configuration from the environment
     "catalog_client": 1,  # the HTTP client for course-discovery: requests and stdlib only
     "standin": 1,  # the stand-in catalog: stdlib only
+    "observability": 1,  # metrics, log context, Celery signal hooks: prometheus_client, Celery, settings
     "overviews": 2,  # the LMS side: overviews, records, keys, the course_published signal
     "enrollments": 3,  # enrollments of users in overviews
     "catalog": 4,  # the sync core
