@@ -20,6 +20,7 @@ CONTENT_FIELDS: tuple[str, ...] = (
     "enrollment_start",
     "enrollment_end",
     "invitation_only",
+    "hidden",
 )
 
 # Fields only the catalog sync writes (see catalog.mapping.FIELD_TABLE).
@@ -63,6 +64,12 @@ class CourseOverview(models.Model):
     enrollment_start = models.DateTimeField(null=True, blank=True)
     enrollment_end = models.DateTimeField(null=True, blank=True)
     invitation_only = models.BooleanField(default=False)
+    # Studio's "hide from the catalog" (COURSE_CATALOG_INFO_CHANGED's `hidden`): content, like the rest.
+    hidden = models.BooleanField(default=False)
+    # The event-bus metadata time of the event whose content was last written here: an event older
+    # than this is stale (the bus delivers at least once, late and replayed) and is ignored.
+    # NULL: no bus event wrote this row yet (an import or the in-process publish did).
+    content_event_time = models.DateTimeField(null=True, blank=True)
 
     # Catalog-owned fields: written only by the catalog sync, never by a publish.
     # NULL is the catalog's own value ("not marketable"), kept distinct from "never synced".
