@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
 from rest_framework import serializers
 
-from enrollments.models import CourseEnrollment
+from enrollments.models import LISTED_COURSE_FIELDS, LISTED_ENROLLMENT_FIELDS
 from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
 
@@ -20,21 +24,39 @@ class CourseOverviewSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class LearnerCourseSerializer(serializers.ModelSerializer):
-    """An overview as a learner's app sees it: content and catalog-owned fields, no sync internals."""
+# --- The learner's enrollment list -------------------------------------------------------------
+# Built by hand rather than with DRF serializers: a DRF field-by-field pass over 500 enrollments
+# cost more than everything else in the request together. One pass over the tuples of
+# ``CourseEnrollment.objects.listed_for`` builds plain dicts; ``render_json`` encodes them once.
 
-    id = serializers.CharField(read_only=True)
-
-    class Meta:
-        model = CourseOverview
-        fields = ("id", *CONTENT_FIELDS, *CATALOG_FIELDS)
-        read_only_fields = fields
+_N_ENROLLMENT = len(LISTED_ENROLLMENT_FIELDS)
+_MARKETING_URL = _N_ENROLLMENT + LISTED_COURSE_FIELDS.index("marketing_url")
 
 
-class CourseEnrollmentSerializer(serializers.ModelSerializer):
-    course = LearnerCourseSerializer(read_only=True)
+def course_about_base(lms_root_url: str) -> str:
+    """The prefix of the LMS's about pages: ``<LMS_ROOT_URL>/courses/``."""
+    return f"{lms_root_url.rstrip('/')}/courses/"
 
-    class Meta:
-        model = CourseEnrollment
-        fields = ("created", "mode", "is_active", "course")
-        read_only_fields = fields
+
+def enrollment_items(rows: Iterable[Sequence[Any]], about_base: str) -> list[dict[str, Any]]:
+    """An enrollment list item per row: ``created``, ``mode``, ``is_active`` and ``course``, its
+    course's id, content and catalog fields, then ``course_about``.
+
+    ``course_about`` follows Open edX's ``get_link_for_about_page``: the catalog's marketing URL
+    when it has one, else the LMS's own about page, ``<LMS_ROOT_URL>/courses/<course id>/about``.
+    """
+    items = []
+    append = items.append
+    for row in rows:
+        course = dict(zip(LISTED_COURSE_FIELDS, row[_N_ENROLLMENT:], strict=True))
+        course["course_about"] = row[_MARKETING_URL] or f"{about_base}{course['id']}/about"
+        item = dict(zip(LISTED_ENROLLMENT_FIELDS, row[:_N_ENROLLMENT], strict=True))
+        item["course"] = course
+        append(item)
+    return items
+
+
+def render_json(data: Any) -> bytes:
+    """JSON like DRF's renderer writes it for these shapes (aware UTC datetimes as ISO 8601 with a
+    ``Z``, microseconds when there are any), encoded in one C call."""
+    return orjson.dumps(data, option=orjson.OPT_UTC_Z)

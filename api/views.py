@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import time
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured
+from django.http import HttpResponse
 from opaque_keys import InvalidKeyError
 from opaque_keys.edx.keys import CourseKey
 from rest_framework import status
@@ -19,12 +21,13 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny, IsAdminUser
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from api.errors import short
 from api.health import health_report
 from api.permissions import IsSelfOrStaff
-from api.serializers import CourseEnrollmentSerializer, CourseOverviewSerializer
+from api.serializers import CourseOverviewSerializer, course_about_base, enrollment_items, render_json
 from api.throttling import HEALTH_SCOPE, REFRESH_SCOPE, SettingsScopedRateThrottle
 from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are_off
 from catalog.refresh import failure_text, refresh_courses
@@ -173,24 +176,81 @@ def _bound_rate_wait(client: CatalogClient, deadline_at: float) -> None:
     gate.sleep = bounded_sleep
 
 
-class UserCourseEnrollmentsView(AuthenticatedAPIView):
-    """``GET /api/mobile/v1/users/<username>/course_enrollments/`` (that user, or staff).
+# Open edX's v4 mobile enrollments page (edx-drf-extensions' DefaultPagination): 10 by default,
+# at most 100; a larger ``page_size`` is cut to the maximum, an unreadable one means the default.
+ENROLLMENTS_PAGE_SIZE = 10
+ENROLLMENTS_MAX_PAGE_SIZE = 100
 
-    The user's active enrollments, newest first, each with its course overview; a constant number
-    of SQL queries however many there are.
+
+def _positive_int(text: str) -> int | None:
+    try:
+        value = int(text)
+    except ValueError:
+        return None
+    return value if value > 0 else None
+
+
+def _json(body: bytes, code: int = 200) -> HttpResponse:
+    return HttpResponse(body, status=code, content_type="application/json")
+
+
+class UserCourseEnrollmentsView(AuthenticatedAPIView):
+    """``GET /api/mobile/v1/users/<username>/course_enrollments/[?page=N][&page_size=M]`` (that
+    user, or staff).
+
+    The user's active enrollments, newest first, each with its course (id, content and catalog
+    fields, and ``course_about``: the marketing URL, else ``<LMS_ROOT_URL>/courses/<id>/about``).
+
+    Without ``page`` and ``page_size``: the whole list, a JSON array (the shape this route has
+    always had). With either: one page in Open edX's v4 paginated shape, ``{"count",
+    "num_pages", "current_page", "start", "next", "previous", "results"}``; ``page_size``
+    defaults to ``ENROLLMENTS_PAGE_SIZE`` and is cut to ``ENROLLMENTS_MAX_PAGE_SIZE``; ``page``
+    is 1-based or ``last``, and a page past the end (or not a number) is 404. ``next`` and
+    ``previous`` are absolute URLs that always carry ``page``, so following them stays paginated.
+
+    One query for the list (two for a page: the count, then the page), whatever the number of
+    enrollments; the rows are tuples of only the columns sent, encoded to JSON in one pass.
     """
 
     permission_classes = (IsSelfOrStaff,)
 
-    def get(self, request: Request, username: str) -> Response:
+    def get(self, request: Request, username: str) -> HttpResponse:
         if request.user.get_username() == username:
             user = request.user
         else:
             user = get_user_model().objects.filter(username=username).first()
             if user is None:
                 return _error(status.HTTP_404_NOT_FOUND, f"no user {short(username)}")
-        enrollments = CourseEnrollment.objects.active_for(user)
-        return Response(CourseEnrollmentSerializer(enrollments, many=True).data)
+        rows = CourseEnrollment.objects.listed_for(user)
+        about_base = course_about_base(settings.LMS_ROOT_URL)
+        params = request.query_params
+        if "page" not in params and "page_size" not in params:
+            return _json(render_json(enrollment_items(rows, about_base)))
+        return self._page(request, rows, about_base)
+
+    def _page(self, request: Request, rows, about_base: str) -> HttpResponse:
+        params = request.query_params
+        size = min(
+            _positive_int(params.get("page_size", "")) or ENROLLMENTS_PAGE_SIZE, ENROLLMENTS_MAX_PAGE_SIZE
+        )
+        count = rows.count()
+        num_pages = max(1, -(-count // size))  # an empty list still has its (empty) first page
+        wanted = params.get("page", "1")
+        number = num_pages if wanted == "last" else _positive_int(wanted)
+        if number is None or number > num_pages:
+            return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}: there are {num_pages}")
+        start = (number - 1) * size
+        url = request.build_absolute_uri()
+        body = {
+            "count": count,
+            "num_pages": num_pages,
+            "current_page": number,
+            "start": start,
+            "next": replace_query_param(url, "page", number + 1) if number < num_pages else None,
+            "previous": replace_query_param(url, "page", number - 1) if number > 1 else None,
+            "results": enrollment_items(rows[start : start + size], about_base),
+        }
+        return _json(render_json(body))
 
 
 class _QuietTokenAuthentication(TokenAuthentication):

@@ -156,6 +156,12 @@ CATALOG_SWEEP_LEASE_TTL = env_int("CATALOG_SWEEP_LEASE_TTL", 600)
 CATALOG_REFRESH_REQUEUE_INTERVAL = env_float("CATALOG_REFRESH_REQUEUE_INTERVAL", 60.0)
 # TLS verification is always on; a private CA is trusted with requests' REQUESTS_CA_BUNDLE.
 
+# --- The LMS this service serves ------------------------------------------------------------
+# Its root URL, as Open edX's own LMS_ROOT_URL: the enrollments API links a course without a
+# marketing URL to the LMS about page, <LMS_ROOT_URL>/courses/<course id>/about. Required in
+# production (settings.production); development and tests default to the local LMS's address.
+LMS_ROOT_URL = (env_str("LMS_ROOT_URL") or "http://localhost:8000").rstrip("/")
+
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------
 # Unset: kombu's SQLAlchemy transport on a SQLite file under var/ -- a real broker that needs no
 # server, so a real worker process runs on a laptop. Never eager mode.

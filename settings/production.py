@@ -20,6 +20,8 @@ CATALOG_API_URL = env_required("CATALOG_API_URL")
 CATALOG_OAUTH_URL = env_required("CATALOG_OAUTH_URL")
 CATALOG_CLIENT_ID = env_required("CATALOG_CLIENT_ID")
 CATALOG_CLIENT_SECRET = env_required("CATALOG_CLIENT_SECRET", forbidden=("standin-secret",))
+# A default would send learners' apps to a localhost about page: no default here.
+LMS_ROOT_URL = env_required("LMS_ROOT_URL").rstrip("/")
 
 # --- HTTPS (https://docs.djangoproject.com/en/5.2/ref/middleware/#http-strict-transport-security)
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)

@@ -14,4 +14,5 @@ class SignalsConfig(AppConfig):
 
     def ready(self) -> None:
         # Receivers are wired here, not at import time of the signal module (STYLE.md).
-        from signals import receivers  # noqa: F401
+        # events: COURSE_CATALOG_INFO_CHANGED, which the event bus consumer emits in-process.
+        from signals import events, receivers  # noqa: F401

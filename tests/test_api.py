@@ -516,7 +516,9 @@ def test_enrollments_lists_the_users_active_enrollments_with_their_overviews(lea
     )
     assert (course["eligible_for_financial_aid"], course["language"]) == (False, "es")
     assert course["start"] and "end" in course
-    assert set(course) == {"id", *CONTENT_FIELDS, *CATALOG_FIELDS}  # no sync internals for learners
+    assert course["course_about"] == "https://www.example.com/course/a"  # the marketing URL first
+    # no sync internals for learners
+    assert set(course) == {"id", *CONTENT_FIELDS, *CATALOG_FIELDS, "course_about"}
 
 
 def test_enrollments_of_a_user_without_any_is_an_empty_list(learner):

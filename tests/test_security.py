@@ -28,6 +28,7 @@ PRODUCTION_ENV = {
     "CATALOG_OAUTH_URL": "https://lms.example.com/oauth2/access_token",
     "CATALOG_CLIENT_ID": "catalog-sync",
     "CATALOG_CLIENT_SECRET": secrets.token_urlsafe(30),
+    "LMS_ROOT_URL": "https://lms.example.com",
 }
 
 # Variables of the shell (or of CI) that would change what is being tested.
