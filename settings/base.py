@@ -162,6 +162,30 @@ CATALOG_REFRESH_REQUEUE_INTERVAL = env_float("CATALOG_REFRESH_REQUEUE_INTERVAL",
 # production (settings.production); development and tests default to the local LMS's address.
 LMS_ROOT_URL = (env_str("LMS_ROOT_URL") or "http://localhost:8000").rstrip("/")
 
+# --- The Open edX event bus (Studio's COURSE_CATALOG_INFO_CHANGED; see README "Event bus") ----
+# Open edX's own setting names. Unset EVENT_BUS_REDIS_CONNECTION_URL: no consumer (make run starts
+# none; consume_events refuses). Kafka instead of Redis Streams: install edx-event-bus-kafka and set
+# EVENT_BUS_CONSUMER = "edx_event_bus_kafka.KafkaEventConsumer" with its EVENT_BUS_KAFKA_* settings.
+INSTALLED_APPS += ["openedx_events"]  # the consume_events command and the signals' Avro schemas
+EVENT_BUS_REDIS_CONNECTION_URL = env_str("EVENT_BUS_REDIS_CONNECTION_URL")
+# Prefixes every topic ("prod" -> stream "prod-course-catalog-info-changed"), as in Studio.
+EVENT_BUS_TOPIC_PREFIX = env_str("EVENT_BUS_TOPIC_PREFIX", "")
+# edx-event-bus-redis's consumer, resuming from its group and logging undecodable messages with
+# their stream id (signals.consumer says why).
+EVENT_BUS_CONSUMER = env_str("EVENT_BUS_CONSUMER", "signals.consumer.CatalogEventConsumer")
+# Producing is Studio's job; tests and the demo produce the same way through this.
+EVENT_BUS_PRODUCER = env_str("EVENT_BUS_PRODUCER", "edx_event_bus_redis.create_producer")
+# Seconds a consumer blocks on the stream per read (upstream's default is 60; shorter stops faster).
+EVENT_BUS_REDIS_CONSUMER_POLL_TIMEOUT = env_int("EVENT_BUS_REDIS_CONSUMER_POLL_TIMEOUT", 10)
+# Exit after this many errors in a row so that a supervisor restarts a stuck consumer (0: never).
+EVENT_BUS_REDIS_CONSUMER_CONSECUTIVE_ERRORS_LIMIT = (
+    env_int("EVENT_BUS_REDIS_CONSUMER_CONSECUTIVE_ERRORS_LIMIT", 0) or None
+)
+# A refresh that finds a course created less than this many seconds ago `missing` from the catalog
+# checks again at growing delays (60 s, doubling, up to 600 s), instead of waiting for the daily
+# sweep: course-discovery creates its run from the same publish event after its own delay.
+CATALOG_NEW_COURSE_WINDOW = env_float("CATALOG_NEW_COURSE_WINDOW", 3600.0)
+
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------
 # Unset: kombu's SQLAlchemy transport on a SQLite file under var/ -- a real broker that needs no
 # server, so a real worker process runs on a laptop. Never eager mode.

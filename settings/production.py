@@ -51,3 +51,9 @@ if _PROXY_SSL_HEADER:
         _header if _header.startswith("HTTP_") else f"HTTP_{_header}",
         _value.strip() or "https",
     )
+
+# The event bus: a URL that is not Redis fails here, at start, not in the consumer's first read.
+if EVENT_BUS_REDIS_CONNECTION_URL and not EVENT_BUS_REDIS_CONNECTION_URL.startswith(  # noqa: F405
+    ("redis://", "rediss://", "unix://")
+):
+    raise ValueError("EVENT_BUS_REDIS_CONNECTION_URL must be a redis://, rediss:// or unix:// URL")
