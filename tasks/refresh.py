@@ -26,11 +26,12 @@ from opaque_keys.edx.keys import CourseKey
 import celeryconfig as conf
 from catalog import coalesce
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
+from catalog.newcourse import new_course_window, recheck_delay
 from catalog.refresh import failure_text, record_failure, refresh_courses
 from catalog.retry import next_retry
 from catalog_client.errors import CatalogError, CatalogRetryableError, CatalogTimeout
 from overviews.keys import parse_course_key
-from overviews.models import CourseOverview
+from overviews.models import CatalogStatus, CourseOverview
 from tasks.app import app
 
 log = logging.getLogger("tasks.refresh")
@@ -239,6 +240,8 @@ def refresh_course(self, course_key: str, retries: int = 0) -> str:
             return "no-overview"
         if outcome.error is None:
             coalesce.clear_requested([key], not_after=started)
+            if _recheck_if_new_and_missing(course_key):
+                return "missing-recheck"
             return "ok"
         error = outcome.error  # a permanent one is already recorded on the row
     finally:
@@ -265,6 +268,19 @@ def refresh_course(self, course_key: str, retries: int = 0) -> str:
         "catalog task: %s: %s; fleet paused, again in %.1fs (no retry spent)", course_key, error, countdown
     )
     raise _again_unspent(self, countdown, error)
+
+
+def _recheck_if_new_and_missing(course_key: str) -> bool:
+    """A new course the catalog does not know yet: fetch it again later (``catalog.newcourse``),
+    coalesced like any request, instead of leaving it missing until the next sweep."""
+    row = CourseOverview.objects.filter(id=course_key).values_list("catalog_status", "created").first()
+    if row is None or row[0] != CatalogStatus.MISSING:
+        return False
+    delay = recheck_delay(row[1], timezone.now(), window=new_course_window())
+    if delay is None:
+        return False
+    log.info("catalog task: %s is new and not in the catalog yet; looking again in %.0fs", course_key, delay)
+    return enqueue_refresh(course_key, countdown=delay)
 
 
 def _again_unspent(task, countdown: float, exc: CatalogError) -> BaseException:
