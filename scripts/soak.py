@@ -634,6 +634,7 @@ class Soak:
 
 
 def main(argv: list[str]) -> int:
+    global OUT  # one soak per process; every helper above writes there
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stack", choices=("redis-pg", "embedded", "rabbitmq-pg"), default="redis-pg")
     parser.add_argument("--seconds", type=int, default=300, help="how long the chaos lasts")
@@ -642,7 +643,6 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the database and the private Redis")
     parser.add_argument("--logs", default=str(OUT), help="logs and results (emptied first; default var/soak)")
     args = parser.parse_args(argv)
-    global OUT  # one soak per process; every helper above writes there
     OUT = Path(args.logs).resolve()
     if args.seconds < 1 or args.courses < 100:
         parser.error("--seconds must be positive and --courses at least 100")
