@@ -185,6 +185,8 @@ EVENT_BUS_REDIS_CONSUMER_CONSECUTIVE_ERRORS_LIMIT = (
 # checks again at growing delays (60 s, doubling, up to 600 s), instead of waiting for the daily
 # sweep: course-discovery creates its run from the same publish event after its own delay.
 CATALOG_NEW_COURSE_WINDOW = env_float("CATALOG_NEW_COURSE_WINDOW", 3600.0)
+# The first of those delays (course-discovery's processing delay, 60 s by default).
+CATALOG_NEW_COURSE_FIRST_RECHECK = env_float("CATALOG_NEW_COURSE_FIRST_RECHECK", 60.0)
 
 # --- Celery (see celeryconfig.py for queues, routes and limits) ------------------------------
 # Unset: kombu's SQLAlchemy transport on a SQLite file under var/ -- a real broker that needs no

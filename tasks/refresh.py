@@ -26,7 +26,7 @@ from opaque_keys.edx.keys import CourseKey
 import celeryconfig as conf
 from catalog import coalesce
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
-from catalog.newcourse import new_course_window, recheck_delay
+from catalog.newcourse import new_course_recheck_delay
 from catalog.refresh import failure_text, record_failure, refresh_courses
 from catalog.retry import next_retry
 from catalog_client.errors import CatalogError, CatalogRetryableError, CatalogTimeout
@@ -276,7 +276,7 @@ def _recheck_if_new_and_missing(course_key: str) -> bool:
     row = CourseOverview.objects.filter(id=course_key).values_list("catalog_status", "created").first()
     if row is None or row[0] != CatalogStatus.MISSING:
         return False
-    delay = recheck_delay(row[1], timezone.now(), window=new_course_window())
+    delay = new_course_recheck_delay(row[1], timezone.now())
     if delay is None:
         return False
     log.info("catalog task: %s is new and not in the catalog yet; looking again in %.0fs", course_key, delay)
