@@ -1,9 +1,12 @@
-"""URL routes: the admin, the ops API, the mobile API and the health check (CONTRACT.md)."""
+"""URL routes: the admin and the status page, the ops API, the mobile API and the health check
+(CONTRACT.md)."""
 
 from django.contrib import admin
 from django.urls import include, path
 
 urlpatterns = [
+    # Before the admin's own routes: its catch-all would answer /admin/status/ with a 404.
+    path("", include("ops.urls")),
     path("admin/", admin.site.urls),
     path("", include("api.urls")),
 ]

@@ -13,10 +13,16 @@ fields and sync metadata belong to the sync. The change page is a view page.
 from __future__ import annotations
 
 import logging
+from urllib.parse import urlencode
 
 from config_models.admin import ConfigurationModelAdmin
 from django.contrib import admin, messages
-from django.http import Http404
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 from opaque_keys import InvalidKeyError
 
 from catalog.connection import why_calls_are_off
@@ -24,6 +30,9 @@ from catalog.models import CatalogIntegration, SweepChunk, SweepRun
 from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
 log = logging.getLogger("overviews.admin")  # the logger's name is unchanged since the move
+
+# The index shows the catalog sync's banner (what is wrong now) and a link to the status page.
+admin.site.index_template = "ops/admin_index.html"
 
 # The "Refresh from catalog" action asks for at most this many courses: more is a sweep's job.
 MAX_ADMIN_REFRESH = 1000
@@ -86,6 +95,29 @@ class CourseOverviewAdmin(admin.ModelAdmin):
             return super().get_object(request, object_id, from_field)
         except InvalidKeyError:
             raise Http404("not a course key") from None
+
+    def get_urls(self):
+        refresh = self.admin_site.admin_view(require_POST(self.refresh_one_view))
+        return [
+            path("<path:object_id>/refresh/", refresh, name="overviews_courseoverview_refresh"),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        extra_context = {**(extra_context or {}), "may_refresh": self.has_change_permission(request)}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def refresh_one_view(self, request, object_id):
+        """The change page's "Refresh from catalog" button: the action for this one course."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, unquote(object_id))
+        if obj is None:
+            raise Http404("no such course")
+        self.refresh_from_catalog(request, self.get_queryset(request).filter(pk=obj.pk))
+        return HttpResponseRedirect(
+            reverse("admin:overviews_courseoverview_change", args=[quote(str(obj.pk))])
+        )
 
     @admin.action(description="Refresh from catalog", permissions=("change",))
     def refresh_from_catalog(self, request, queryset):
@@ -171,6 +203,36 @@ class SweepRunAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "trigger")
     date_hierarchy = "started_at"
+    readonly_fields = ("chunks_link", "failed_courses_link")
+
+    @admin.display(description="chunks")
+    def chunks_link(self, run: SweepRun) -> str:
+        """Its chunks, and its failed ones, in the chunk changelist filtered by run."""
+        url = reverse("admin:catalog_sweepchunk_changelist")
+        return format_html(
+            '<a href="{}?run__exact={}">all {} chunk(s)</a> &middot; '
+            '<a href="{}?run__exact={}&amp;status__exact=failed">{} failed</a>',
+            url,
+            run.pk,
+            run.chunks_total,
+            url,
+            run.pk,
+            run.chunks_failed,
+        )
+
+    @admin.display(description="failed courses")
+    def failed_courses_link(self, run: SweepRun) -> str:
+        """Overviews in error whose last fetch was tried while this run ran (a failed chunk marks
+        its courses ``error``); a later success or attempt moves a course out of the list."""
+        query = {"catalog_status__exact": "error", "catalog_attempted_at__gte": run.started_at.isoformat()}
+        if run.finished_at:
+            query["catalog_attempted_at__lte"] = run.finished_at.isoformat()
+        url = reverse("admin:overviews_courseoverview_changelist")
+        return format_html('<a href="{}?{}">courses in error from this run</a>', url, urlencode(query))
+
+    def get_fields(self, request, obj=None):
+        links = ["chunks_link", "failed_courses_link"]  # first on the page: where to look next
+        return links + [f for f in super().get_fields(request, obj) if f not in links]
 
     @admin.display(description="chunks done")
     def progress(self, run: SweepRun) -> str:

@@ -1,7 +1,7 @@
 """Start what the tests need when nothing answers (a fresh machine has none of it).
 
-    python scripts/services.py ensure          # Redis, PostgreSQL and RabbitMQ, each started if silent
-    python scripts/services.py ensure redis    # only the named ones (redis, postgres, rabbitmq)
+    python scripts/services.py ensure          # Redis, PostgreSQL, RabbitMQ (started if silent), Chromium
+    python scripts/services.py ensure redis    # only the named ones (redis, postgres, rabbitmq, chromium)
     python scripts/services.py postgres-ready  # exit 0 when PostgreSQL answers
 
 Each server is looked for on 127.0.0.1 at its usual port (TEST_REDIS_PORT 6379, TEST_PG_PORT 5432,
@@ -12,7 +12,10 @@ One that is silent is started: Debian's package is installed first when the bina
 - Redis: ``redis-server --daemonize yes`` without persistence;
 - PostgreSQL: a private cluster under /tmp (``initdb``, trust authentication, superuser
   ``postgres``) started with ``pg_ctl`` and given a database ``test``;
-- RabbitMQ: ``rabbitmq-server -detached``, waited for until ``guest``/``guest`` can connect.
+- RabbitMQ: ``rabbitmq-server -detached``, waited for until ``guest``/``guest`` can connect;
+- Chromium: not a server; Debian's ``chromium`` and ``chromium-driver`` are installed when
+  ``/usr/bin/chromium`` or ``/usr/bin/chromedriver`` is missing (the browser test of the status
+  page drives them with Selenium).
 
 Never a silent skip: a server that cannot be started is an error naming it, in one line.
 """
@@ -57,19 +60,20 @@ def _port_open(port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def _apt_install(package: str, service: str) -> None:
+def _apt_install(package: str, service: str, *more: str) -> None:
+    packages = [package, *more]
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         raise ServiceUnavailable(
             f"{service} is not installed and cannot be installed here (needs root and apt-get): "
-            f"install it (e.g. `apt-get install {package}`)"
+            f"install it (e.g. `apt-get install {' '.join(packages)}`)"
         )
-    print(f"installing {package} from Debian's packages ...", flush=True)
+    print(f"installing {' '.join(packages)} from Debian's packages ...", flush=True)
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
         subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", package], check=True, env=env)
+        subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True, env=env)
     except subprocess.CalledProcessError as exc:
-        raise ServiceUnavailable(f"{service}: `apt-get install {package}` failed ({exc})") from exc
+        raise ServiceUnavailable(f"{service}: `apt-get install {' '.join(packages)}` failed ({exc})") from exc
 
 
 # --- Redis ---------------------------------------------------------------------------------------
@@ -276,7 +280,33 @@ def ensure_rabbitmq() -> None:
         )
 
 
-ENSURE = {"redis": ensure_redis, "postgres": ensure_postgres, "rabbitmq": ensure_rabbitmq}
+# --- Chromium ------------------------------------------------------------------------------------
+# Where Debian's packages put them; the browser test reads the same two paths.
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+def chromium_installed() -> bool:
+    return os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)
+
+
+def ensure_chromium() -> None:
+    """The headless browser and its WebDriver, both from Debian (the driver matches the browser's
+    version only when both come from the same release, which a download from elsewhere does not
+    promise)."""
+    if chromium_installed():
+        return
+    _apt_install("chromium", "Chromium", "chromium-driver")
+    if not chromium_installed():
+        raise ServiceUnavailable(f"Chromium: installed, but {CHROMIUM} or {CHROMEDRIVER} is missing")
+
+
+ENSURE = {
+    "redis": ensure_redis,
+    "postgres": ensure_postgres,
+    "rabbitmq": ensure_rabbitmq,
+    "chromium": ensure_chromium,
+}
 
 
 def ensure(*names: str) -> None:
