@@ -1,6 +1,8 @@
 """A faithful stand-in for the catalog (course-discovery) course-runs API, served over real HTTP.
 
-Stdlib only. See /work/shared/CATALOG_API.md for the behaviour imitated here. Routes:
+Stdlib only. What the catalog answers (ordering, filters, pagination, the envelope, error bodies)
+is stated once in ``standin.semantics``, which the test fakes use too; this module adds the HTTP
+server, the state (runs, tokens, throttle windows, counters) and the faults. Routes:
 
 - ``POST /oauth2/access_token`` (form: grant_type=client_credentials, client_id, client_secret,
   token_type=jwt);
@@ -51,9 +53,7 @@ import contextlib
 import dataclasses
 import json
 import logging
-import math
 import random
-import re
 import secrets
 import socket
 import threading
@@ -63,8 +63,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+from . import semantics
 from .data import early_key, hostilize, make_run
 
 __all__ = ["CatalogState", "Faults", "StandinServer"]
@@ -73,39 +74,12 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CLIENT_ID = "standin-client"
 DEFAULT_CLIENT_SECRET = "standin-secret"  # noqa: S105 - a public test credential
-DEFAULT_PAGE_SIZE = 20
-UTM_MEDIUM = "affiliate_partner"
-
-# course-discovery's COURSE_RUN_ID_REGEX: what the detail route accepts as a key (else an HTML 404).
-KEY_RE = re.compile(r"^[^/+]+(/|\+)[^/+]+(/|\+)[^/]+$")
+DEFAULT_PAGE_SIZE = semantics.DEFAULT_PAGE_SIZE
 
 API_PREFIX = "/api/v1/"
 RUNS_PATH = API_PREFIX + "course_runs/"
 OAUTH_PATH = "/oauth2/access_token"
 CONTROL_PREFIX = "/_standin/"
-
-NOT_FOUND_HTML = (
-    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Not Found</title>\n</head>\n<body>\n'
-    "  <h1>Not Found</h1><p>The requested resource was not found on this server.</p>\n</body>\n</html>\n"
-)
-SERVER_ERROR_HTML = (
-    '<!doctype html>\n<html lang="en">\n<head>\n  <title>Server Error (500)</title>\n</head>\n<body>\n'
-    "  <h1>Server Error (500)</h1><p></p>\n</body>\n</html>\n"
-)
-_REASONS = {
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Time-out",
-}
-
-
-def _gateway_html(status: int) -> str:
-    title = f"{status} {_REASONS.get(status, 'Error')}"
-    return (
-        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>"
-        "\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
-    )
 
 
 @dataclass
@@ -229,10 +203,6 @@ def _empty_stats() -> dict[str, Any]:
     }
 
 
-def _sort_key(key: str) -> tuple[str, str]:
-    return (key.lower(), key)
-
-
 class CatalogState:
     """Thread-safe in-memory catalog: runs (by key, and in ``lower(key)`` order), tokens, faults, stats."""
 
@@ -252,7 +222,7 @@ class CatalogState:
         self._visible: list[tuple[str, str]] | None = None
         for run in runs:
             self._runs[str(run["key"])] = dict(run)
-        self._order = sorted(_sort_key(k) for k in self._runs)
+        self._order = sorted(semantics.sort_key(k) for k in self._runs)
         self._tokens: dict[str, tuple[str, float]] = {}
         self._faults = faults or Faults()
         self._rng = random.Random(self._faults.seed)
@@ -290,7 +260,7 @@ class CatalogState:
             old = self._runs.get(key)
             self._runs[key] = stored
             if old is None:
-                bisect.insort(self._order, _sort_key(key))
+                bisect.insort(self._order, semantics.sort_key(key))
             self._sync_visible(key, old is not None and not old.get("hidden"), not stored.get("hidden"))
             return old is None
 
@@ -298,7 +268,7 @@ class CatalogState:
         """Keep the cached not-hidden list in step with one run's change (lock held)."""
         if self._visible is None or was_visible == is_visible:
             return
-        sk = _sort_key(key)
+        sk = semantics.sort_key(key)
         if is_visible:
             bisect.insort(self._visible, sk)
             return
@@ -324,7 +294,7 @@ class CatalogState:
             old = self._runs.pop(key, None)
             if old is None:
                 return False
-            sk = _sort_key(key)
+            sk = semantics.sort_key(key)
             i = bisect.bisect_left(self._order, sk)
             if i < len(self._order) and self._order[i] == sk:
                 del self._order[i]
@@ -355,10 +325,8 @@ class CatalogState:
         """The (sort key, key) entries a list request covers, in list order."""
         with self.lock:
             if keys is not None:
-                found = {k for k in keys if k in self._runs}
-                if exclude_hidden:
-                    found = {k for k in found if not self._runs[k].get("hidden")}
-                return sorted(_sort_key(k) for k in found)
+                chosen = semantics.select(self._runs, keys, exclude_hidden)
+                return [semantics.sort_key(run["key"]) for run in chosen]
             if not exclude_hidden:
                 return self._order
             if self._visible is None:
@@ -572,52 +540,30 @@ class CatalogState:
             self._stats = _empty_stats()
 
 
-class _Reply(Exception):
-    """Raised inside a handler to answer immediately. ``delivery`` says how the body goes out:
-    ``""`` at once, ``"drip"`` a byte every ``drip_s``, ``"truncate"`` half of it then the
-    connection closed, ``"oversize"`` ``oversize`` generated bytes, ``"drop"`` no answer at all."""
+class _Reply(semantics.Answer):
+    """An answer and how its body goes out (``delivery``): ``""`` at once, ``"drip"`` a byte
+    every ``drip_s``, ``"truncate"`` half of it then the connection closed, ``"oversize"``
+    ``oversize`` generated bytes, ``"drop"`` no answer at all."""
 
-    def __init__(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers or {}
+    def __init__(
+        self, status: int, body: bytes, content_type: str, headers: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(status, body, content_type, headers)
         self.delivery = ""
         self.drip_s = 0.0
         self.oversize = 0
         self.declared = False
 
 
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+def _reply(answer: semantics.Answer) -> _Reply:
+    """``answer`` to be sent at once."""
+    if isinstance(answer, _Reply):
+        return answer
+    return _Reply(answer.status, answer.body, answer.content_type, answer.headers)
 
 
 def _json_reply(status: int, obj: Any, headers: dict[str, str] | None = None) -> _Reply:
-    return _Reply(status, _json_bytes(obj), "application/json", headers)
-
-
-def _html_reply(status: int, html: str) -> _Reply:
-    return _Reply(status, html.encode("utf-8"), "text/html; charset=utf-8")
-
-
-def _positive_int(value: str, *, strict: bool) -> int:
-    """DRF's ``_positive_int``: ValueError when negative, or zero and strict."""
-    number = int(value)
-    if number < 0 or (strict and number == 0):
-        raise ValueError(value)
-    return number
-
-
-def _with_query(url: str, set_params: Mapping[str, Any], remove: Iterable[str] = ()) -> str:
-    """DRF's replace/remove_query_param: keys sorted, blank values kept."""
-    scheme, netloc, path, query, fragment = urlsplit(url)
-    params = parse_qs(query, keep_blank_values=True)
-    for name in remove:
-        params.pop(name, None)
-    for name, value in set_params.items():
-        params[name] = [str(value)]
-    return urlunsplit((scheme, netloc, path, urlencode(sorted(params.items()), doseq=True), fragment))
+    return _reply(semantics.json_answer(status, obj, headers))
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -730,18 +676,19 @@ class _Handler(BaseHTTPRequestHandler):
                 raw = path[len(RUNS_PATH) : -1]
                 route = "list" if raw == "" else "detail"
                 if route == "detail":
-                    key = unquote(raw)
-                    if not KEY_RE.match(key):
-                        route, key = "other", None
-                        raise _html_reply(404, NOT_FOUND_HTML)
+                    try:
+                        key = semantics.detail_key(raw)
+                    except semantics.Answer:
+                        route = "other"
+                        raise
                 reply, items = self._api(method, route, key, query)
             else:
-                raise _html_reply(404, NOT_FOUND_HTML)
-        except _Reply as early:
-            reply = early
+                raise semantics.not_found_page()
+        except semantics.Answer as early:
+            reply = _reply(early)
         except Exception:
             log.exception("stand-in catalog failed on %s %s", method, self.path)
-            reply = _html_reply(500, SERVER_ERROR_HTML)
+            reply = _reply(semantics.server_error())
         if route != "control":
             self.state.record(
                 route, reply.status, key=key, items=items if reply.status == 200 else None, arrived=arrived
@@ -755,7 +702,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _token(self, method: str, body: bytes) -> _Reply:
         if method != "POST":
-            return _json_reply(405, {"detail": f'Method "{method}" not allowed.'})
+            return _reply(semantics.method_not_allowed(method))
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         client_id = form.get("client_id", "")
         client_secret = form.get("client_secret", "")
@@ -774,46 +721,25 @@ class _Handler(BaseHTTPRequestHandler):
             # An opaque Bearer token: the catalog's JWT authentication will not accept it.
             return _json_reply(
                 200,
-                {
-                    "access_token": secrets.token_urlsafe(24),
-                    "expires_in": 36000,
-                    "token_type": "Bearer",
-                    "scope": "read write",
-                },
+                semantics.token_body(secrets.token_urlsafe(24), 36000, token_type="Bearer"),  # noqa: S106
             )
         token, ttl = self.state.issue_token(client_id)
-        return _json_reply(
-            200, {"access_token": token, "expires_in": ttl, "token_type": "JWT", "scope": "read write"}
-        )
+        return _json_reply(200, semantics.token_body(token, ttl))
 
     def _authenticate(self) -> str:
         """The client behind the request's JWT; raises a 401 reply otherwise."""
         header = self.headers.get("Authorization", "").strip()
         if not header:
-            raise self._unauthorized("Authentication credentials were not provided.")
+            raise semantics.unauthorized(semantics.NO_CREDENTIALS)
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != "jwt":
-            raise self._unauthorized("Error decoding token.")
+            raise semantics.unauthorized(semantics.DECODE_ERROR)
         status, client = self.state.token_status(parts[1])
         if status == "expired":
-            raise self._unauthorized("Token has expired.")
+            raise semantics.unauthorized(semantics.TOKEN_EXPIRED)
         if status != "ok" or client is None:
-            raise self._unauthorized("Invalid token.")
+            raise semantics.unauthorized(semantics.INVALID_TOKEN)
         return client
-
-    @staticmethod
-    def _unauthorized(detail: str) -> _Reply:
-        return _json_reply(401, {"detail": detail}, {"WWW-Authenticate": 'JWT realm="api"'})
-
-    @staticmethod
-    def _throttled(wait: float) -> _Reply:
-        seconds = max(1, math.ceil(wait))
-        unit = "second" if seconds == 1 else "seconds"
-        return _json_reply(
-            429,
-            {"detail": f"Request was throttled. Expected available in {seconds} {unit}."},
-            {"Retry-After": str(seconds)},
-        )
 
     def _api(self, method: str, route: str, key: str | None, query: str) -> tuple[_Reply, int | None]:
         state = self.state
@@ -825,33 +751,33 @@ class _Handler(BaseHTTPRequestHandler):
             raise reply
         if faults.down:
             state.injected("down")
-            raise _html_reply(503, _gateway_html(503))
+            raise semantics.html_answer(503, semantics.gateway_html(503))
         if faults.latency_ms > 0:
             time.sleep(faults.latency_ms / 1000)
         if state.roll(faults.error_rate):
             state.injected("error")
             status = faults.error_status or state.choose((500, 502, 503))
-            raise _html_reply(status, SERVER_ERROR_HTML if status == 500 else _gateway_html(status))
+            raise (
+                semantics.server_error()
+                if status == 500
+                else semantics.html_answer(status, semantics.gateway_html(status))
+            )
         if state.take_forced_429():
             state.injected("forced_429")
-            raise self._throttled(faults.retry_after_s)
+            raise semantics.throttled(faults.retry_after_s)
         state.tick_token_expiry()
         client = self._authenticate()
         wait = state.throttle_wait(client)
         if wait is not None:
             state.injected("throttled")
-            raise self._throttled(wait)
+            raise semantics.throttled(wait)
         if method != "GET":
-            raise _json_reply(405, {"detail": f'Method "{method}" not allowed.'})
+            raise semantics.method_not_allowed(method)
 
-        params = {name: values[-1] for name, values in parse_qs(query, keep_blank_values=True).items()}
+        params = semantics.query_params(query)
         if route == "detail":
             assert key is not None
-            run = state.get(key)
-            if run is None:
-                raise _json_reply(404, {"detail": "No CourseRun matches the given query."})
-            exclude_utm = self._exclude_utm(params)
-            body: Any = self._serialize(run, exclude_utm, client)
+            body: Any = self._hostile(semantics.detail_body(state.get(key), params, client=client))
             items = 1
         else:
             body, has_next = self._list(params, client)
@@ -881,7 +807,7 @@ class _Handler(BaseHTTPRequestHandler):
                 faults.oversize_declared,
             )
             return reply, items
-        raw = _json_bytes(body)
+        raw = semantics.json_bytes(body)
         delivery = ""
         if state.roll(faults.truncate_rate):
             state.injected("truncated")
@@ -896,93 +822,32 @@ class _Handler(BaseHTTPRequestHandler):
         reply.delivery, reply.drip_s = delivery, faults.drip_ms / 1000
         return reply, items
 
-    @staticmethod
-    def _exclude_utm(params: Mapping[str, str]) -> bool:
-        """course-discovery casts ``exclude_utm`` with ``int()``: anything else is a 500."""
-        if "exclude_utm" not in params:
-            return False
-        try:
-            return bool(int(params["exclude_utm"]))
-        except ValueError:
-            raise _html_reply(500, SERVER_ERROR_HTML) from None
-
-    def _serialize(self, run: dict[str, Any], exclude_utm: bool, client: str) -> dict[str, Any]:
-        state = self.state
-        url = run.get("marketing_url")
-        out = run
-        if url and not exclude_utm:
-            out = dict(run)
-            out["marketing_url"] = f"{url}?{urlencode({'utm_source': client, 'utm_medium': UTM_MEDIUM})}"
-        if state.is_hostile(str(run.get("key"))):
-            state.injected("hostile")
-            out = hostilize(out)
-        return out
+    def _hostile(self, run: Mapping[str, Any]) -> Mapping[str, Any]:
+        """``run`` as served under the ``hostile_*`` faults."""
+        if not self.state.is_hostile(str(run.get("key"))):
+            return run
+        self.state.injected("hostile")
+        return hostilize(run)
 
     def _absolute_url(self) -> str:
         host = self.headers.get("Host") or f"{self.server.server_address[0]}:{self.server.server_address[1]}"
         return f"http://{host}{self.path}"
 
     def _list(self, params: Mapping[str, str], client: str) -> tuple[dict[str, Any], bool]:
+        """``semantics.list_body`` over the state's cached list order (a sweep of 100k runs must
+        not sort the catalog for every page), with the ``max_page_size`` fault."""
         state = self.state
-        raw_keys = params.get("keys")
-        keys = raw_keys.split(",") if raw_keys else None
-        exclude_hidden = params.get("hidden", "").lower() in ("0", "false")
-        entries = state.select(keys, exclude_hidden)
+        entries = state.select(semantics.keys_filter(params), semantics.excludes_hidden(params))
         count = len(entries)
-        url = self._absolute_url()
-        next_url: str | None
-        prev_url: str | None
-
-        if params.get("page"):
-            try:
-                page_size = _positive_int(params.get("page_size", ""), strict=True)
-            except ValueError:
-                page_size = DEFAULT_PAGE_SIZE
-            if self.state.faults.max_page_size > 0:
-                page_size = min(page_size, self.state.faults.max_page_size)
-            num_pages = max(1, math.ceil(count / page_size))
-            raw_page = params["page"]
-            try:
-                number = num_pages if raw_page == "last" else int(raw_page)
-            except ValueError:
-                number = 0
-            if number < 1 or number > num_pages:
-                raise _json_reply(404, {"detail": "Invalid page."})
-            start = (number - 1) * page_size
-            stop = min(start + page_size, count)
-            next_url = _with_query(url, {"page": number + 1}) if number < num_pages else None
-            if number <= 1:
-                prev_url = None
-            elif number == 2:
-                prev_url = _with_query(url, {}, remove=("page",))
-            else:
-                prev_url = _with_query(url, {"page": number - 1})
-        else:
-            try:
-                limit = _positive_int(params.get("limit", ""), strict=True)
-            except ValueError:
-                limit = DEFAULT_PAGE_SIZE
-            try:
-                offset = _positive_int(params.get("offset", ""), strict=False)
-            except ValueError:
-                offset = 0
-            start, stop = offset, min(offset + limit, count)
-            next_url = (
-                _with_query(url, {"limit": limit, "offset": offset + limit})
-                if offset + limit < count
-                else None
-            )
-            if offset <= 0:
-                prev_url = None
-            elif offset - limit <= 0:
-                prev_url = _with_query(url, {"limit": limit}, remove=("offset",))
-            else:
-                prev_url = _with_query(url, {"limit": limit, "offset": offset - limit})
-
-        exclude_utm = self._exclude_utm(params)
-        results = [self._serialize(run, exclude_utm, client) for run in state.page(entries, start, stop)]
-        envelope = {"count": count, "next": next_url, "previous": prev_url, "results": results}
-        return envelope, next_url is not None
+        window = semantics.paginate(
+            self._absolute_url(), params, count, max_page_size=state.faults.max_page_size
+        )
+        strip = semantics.exclude_utm(params)
+        results = [
+            self._hostile(semantics.serialize(run, exclude_utm=strip, client=client))
+            for run in state.page(entries, window.start, window.stop)
+        ]
+        return semantics.envelope(count, window, results), window.next_url is not None
 
     def _control(self, method: str, path: str, body: bytes) -> _Reply:
         state = self.state

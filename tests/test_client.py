@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit
 
 import pytest
 import requests
@@ -40,6 +40,7 @@ from catalog_client.errors import (
     CatalogTimeout,
     is_retryable,
 )
+from standin import semantics
 
 API = "https://discovery.example.com/api/v1/"
 OAUTH = "https://lms.example.com/oauth2/access_token"
@@ -128,40 +129,25 @@ def raw_param(url: str, name: str) -> str:
 
 
 class FakeCatalog:
-    """The list route as course-discovery answers it: ``keys`` filter, ordering by ``lower(key)``,
-    page-number mode only when ``page`` is sent (else limit 20, ``page_size`` ignored), absolute
-    ``next`` links with sorted query keys, and an optional page-size cap."""
+    """The list route as course-discovery answers it, from ``standin.semantics`` (the stand-in's
+    own rules: ``keys`` filter, ordering by ``lower(key)``, page-number mode only when ``page`` is
+    sent, else limit 20 with ``page_size`` ignored, absolute ``next`` links with sorted query
+    keys), with an optional page-size cap. Records every URL asked."""
 
     def __init__(self, keys: Sequence[str] = (), max_page_size: int | None = None) -> None:
         self.runs = {key: run(key) for key in keys}
         self.max_page_size = max_page_size
         self.urls: list[str] = []
 
-    def __call__(self, request: Any) -> tuple[int, dict[str, str], str]:
+    def __call__(self, request: Any) -> tuple[int, dict[str, str], bytes]:
         self.urls.append(request.url)
-        params = query_of(request.url)
-        items = sorted(self.runs.values(), key=lambda r: r["key"].lower())
-        if params.get("keys"):
-            wanted = set(params["keys"].split(","))
-            items = [item for item in items if item["key"] in wanted]
-        if "page" not in params:  # limit/offset with limit 20, page_size ignored
-            return self._answer(items[:20], len(items), None)
-        size = int(params.get("page_size") or 20) or 20
-        if self.max_page_size:
-            size = min(size, self.max_page_size)
-        number = int(params["page"])
-        if number < 1 or (number > 1 and (number - 1) * size >= len(items)):
-            return 404, {"Content-Type": "application/json"}, json.dumps({"detail": "Invalid page."})
-        next_url = None
-        if number * size < len(items):
-            params["page"] = str(number + 1)
-            next_url = API + "course_runs/?" + urlencode(sorted(params.items()))
-        return self._answer(items[(number - 1) * size : number * size], len(items), next_url)
-
-    @staticmethod
-    def _answer(results: list[Any], count: int, next_url: str | None) -> tuple[int, dict[str, str], str]:
-        body = page(results, count=count, next=next_url)
-        return 200, {"Content-Type": "application/json"}, json.dumps(body)
+        try:
+            body = semantics.list_body(
+                request.url, self.runs, client="lms-catalog-worker", max_page_size=self.max_page_size or 0
+            )
+        except semantics.Answer as error:
+            return error.to_responses()
+        return semantics.json_answer(200, body).to_responses()
 
 
 @pytest.fixture(autouse=True)
@@ -866,7 +852,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"access_token": TOKEN, "expires_in": 36000, "token_type": "JWT"}).encode()
+        body = semantics.json_bytes(semantics.token_body(TOKEN, 36000))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -877,7 +863,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.mode == "hang":
             self.release.wait(5)
             return
-        body = json.dumps(page([run("a")])).encode()
+        url = f"http://{self.headers['Host']}{self.path}"
+        body = semantics.json_bytes(semantics.list_body(url, {"a": run("a")}, client="lms-catalog-worker"))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))

@@ -1,4 +1,5 @@
-"""The stand-in catalog behaves like the real one (CATALOG_API.md), over real HTTP. No Django needed."""
+"""The stand-in catalog behaves like the real one (the rules in ``standin.semantics``), over real HTTP,
+with its faults and control routes. No Django needed."""
 
 from __future__ import annotations
 
