@@ -4,10 +4,16 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from api.health import detail_view as health_detail
+from api.metrics import metrics_view
+
 urlpatterns = [
     # Before the admin's own routes: its catch-all would answer /admin/status/ with a 404.
     path("", include("ops.urls")),
     path("admin/", admin.site.urls),
+    # Health detail for staff (django-health-check) and the Prometheus scrape (bearer token).
+    path("health/detail/", health_detail, name="health-detail"),
+    path("metrics", metrics_view, name="metrics"),
     path("", include("api.urls")),
 ]
 

@@ -9,6 +9,7 @@ from catalog.models import CatalogIntegration, current_config
 from catalog.switches import DISABLE_CATALOG_CALLS, catalog_calls_disabled
 from catalog.throttle import FleetThrottle
 from catalog_client.client import CatalogClient, ClientConfig
+from observability.metrics import observe_catalog_request
 
 _REQUIRED = ("CATALOG_API_URL", "CATALOG_OAUTH_URL", "CATALOG_CLIENT_ID", "CATALOG_CLIENT_SECRET")
 
@@ -82,7 +83,11 @@ def build_client(
     ``timeout_budget`` and ``deadline``: see ``client_config``."""
     config = _allowed_config(config)
     gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
-    return CatalogClient(client_config(config, timeout_budget=timeout_budget, deadline=deadline), gate=gate)
+    return CatalogClient(
+        client_config(config, timeout_budget=timeout_budget, deadline=deadline),
+        gate=gate,
+        observer=observe_catalog_request,  # every request counted and timed for /metrics
+    )
 
 
 _shared: dict[ClientConfig, CatalogClient] = {}
@@ -106,4 +111,5 @@ def shared_client(
             _shared.pop(stale).close()
         client = _shared[client_cfg] = CatalogClient(client_cfg)
     client.gate = FleetThrottle(rate_per_second=config.rate_limit_per_second)
+    client.observer = observe_catalog_request  # every request counted and timed for /metrics
     return client

@@ -57,6 +57,8 @@ from catalog.sync import (
 )
 from catalog_client.client import split_keys_for_urls
 from catalog_client.errors import CatalogError
+from observability import logcontext
+from observability.metrics import count_sweep_chunk
 from overviews.models import CourseOverview
 
 log = logging.getLogger("catalog.sweep")
@@ -121,6 +123,7 @@ def start_sweep(trigger: str, *, page_size: int | None = None, in_process: bool 
         except IntegrityError:  # another trigger inserted its running run first
             log.info("catalog sweep: not started (%s): a sweep is running (%s)", trigger, lease_holder())
             return None
+        logcontext.bind(sweep_id=run.pk)  # this process's log lines from here name the sweep
         log.info("catalog sweep: sweep #%s started (%s)", run.pk, trigger)
         return run
     if run.heartbeat_at is not None and run.heartbeat_at > now - lease_ttl():
@@ -142,6 +145,7 @@ def _take_over(run: SweepRun, owner: str, now, trigger: str) -> SweepRun | None:
             return None
         _reconcile(run.pk)
     run.refresh_from_db()
+    logcontext.bind(sweep_id=run.pk)
     log.warning(
         "catalog sweep: resuming sweep #%s from %r (%s chunks planned, %s done)",
         run.pk,
@@ -315,6 +319,7 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome, *, may_compl
                 "catalog sweep: chunk %s of sweep #%s was already finished; result dropped", chunk_id, run_id
             )
         else:
+            count_sweep_chunk("failed" if failed else "done")  # catalog_sync_sweep_chunks_total
             courses = {
                 "courses_seen": c.seen,
                 "courses_updated": c.updated,

@@ -32,6 +32,7 @@ from django.db.models import F
 
 from catalog.models import RateWindow
 from catalog_client.errors import CatalogThrottled
+from observability.metrics import count_throttle_pause
 
 log = logging.getLogger("catalog.throttle")
 
@@ -83,6 +84,7 @@ class FleetThrottle:
 
     def on_throttled(self, retry_after: float | None) -> None:
         self.throttled += 1
+        count_throttle_pause("catalog_429")
         self.pause(retry_after if retry_after is not None else 60.0)
 
     # -- the rate limit: fixed windows counted in the database ---------------------------------
@@ -113,6 +115,7 @@ class FleetThrottle:
                     status=None,
                     retry_after=max(1.0, next_slot - now),
                 )
+            count_throttle_pause("rate_limit")
             self.sleep(max(0.01, next_slot - now))
 
 

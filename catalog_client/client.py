@@ -36,6 +36,7 @@ from requests.adapters import HTTPAdapter
 from catalog_client.errors import (
     DEFAULT_THROTTLE_RETRY_AFTER,
     CatalogConnectionError,
+    CatalogError,
     CatalogMalformedResponse,
     CatalogPermanentError,
     CatalogResponseTooLarge,
@@ -137,6 +138,14 @@ class RequestGate(Protocol):
         """Called when the catalog answered 429."""
 
 
+# Called once per HTTP request sent (token requests included), after its answer or its failure:
+# ``(method, status, outcome, seconds)``; ``status`` is None when no answer came (a timeout, a
+# refused connection), ``outcome`` a short word (``ok``, ``throttled``, ``server_error``,
+# ``not_found``, ``timeout``, ``connection_error``, ...). Metrics hang here (catalog.connection
+# passes observability's), so that this package needs nothing of the project.
+RequestObserver = Callable[[str, int | None, str, float], None]
+
+
 class _Counts(threading.local):
     """Per-thread tallies (see ``CatalogClient.thread_requests_made``)."""
 
@@ -168,9 +177,11 @@ class CatalogClient:
         session: requests.Session | None = None,
         clock: Callable[[], float] = time.monotonic,
         gate: RequestGate | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.config = config
         self.gate = gate
+        self.observer = observer
         self._clock = clock
         self._owns_session = session is None
         self.session = session if session is not None else self._build_session(config)
@@ -481,6 +492,39 @@ class CatalogClient:
                 f"catalog call deadline ({self.config.deadline:g}s) spent before {where}", url=redact_url(url)
             )
         self._count_request()  # counted before it is sent: a refused connection was an attempt too
+        started = time.monotonic()  # the observer's latency: wall time, whatever self._clock is
+        status: int | None = None
+        outcome = "error"
+        try:
+            response = self._request(method, url, headers, left, deadline, where, **kwargs)
+            status = response.status_code
+            outcome = _status_outcome(status)
+            return response
+        except CatalogError as exc:
+            status, outcome = exc.status, _error_outcome(exc)
+            raise
+        finally:
+            self._observe(method, status, outcome, time.monotonic() - started)
+
+    def _observe(self, method: str, status: int | None, outcome: str, seconds: float) -> None:
+        if self.observer is None:
+            return
+        try:
+            self.observer(method, status, outcome, seconds)
+        except Exception:  # a metrics failure must never fail a catalog call
+            logger.debug("catalog client: request observer failed", exc_info=True)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        left: float,
+        deadline: float,
+        where: str,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """``_send``'s request and body read, requests' errors mapped to ours."""
         try:
             # stream=True: the body is read by _read_body, a chunk at a time, under the deadline.
             response = self.session.request(
@@ -862,3 +906,22 @@ def _envelope(body: Any, url: str) -> tuple[int, str | None, list[Any]]:
         raise CatalogMalformedResponse(f"catalog sent {problem} for GET {_short(url)}", url=redact_url(url))
     assert isinstance(body, Mapping)
     return body["count"], body.get("next"), body["results"]
+
+
+def _status_outcome(status: int) -> str:
+    """The observer's outcome word for an HTTP status."""
+    if 200 <= status < 300:
+        return "ok"
+    named = {401: "unauthorized", 404: "not_found", 429: "throttled"}
+    if status in named:
+        return named[status]
+    if 300 <= status < 400:
+        return "redirect"
+    return "client_error" if status < 500 else "server_error"
+
+
+def _error_outcome(exc: CatalogError) -> str:
+    """The observer's outcome word for a failure: the error's class in snake case without
+    ``Catalog`` (``CatalogTimeout`` -> ``timeout``, ``CatalogConnectionError`` -> ``connection_error``)."""
+    name = type(exc).__name__.removeprefix("Catalog") or "error"
+    return "".join(f"_{c.lower()}" if c.isupper() else c for c in name).lstrip("_")

@@ -5,7 +5,8 @@ pool processes each write their samples to memory-mapped files in ``PROMETHEUS_M
 the ``/metrics`` view sums the files of every process that shares the directory. The directory
 must be known before ``prometheus_client`` is first imported (it picks its value class then), so
 this module sets it: ``PROMETHEUS_MULTIPROC_DIR`` from the environment, else ``var/prometheus``
-under ``CATALOG_SYNC_VAR_DIR`` (the repository's ``var/`` by default). See ``observability.multiproc``
+under ``CATALOG_SYNC_VAR_DIR`` (the repository's ``var/`` by default): the package sets it
+(``observability.multiproc_dir``). See ``observability.multiproc``
 for when the directory is cleaned and how dead processes are marked.
 
 Label values are small fixed sets (never a course key): each series is one file entry per process.
@@ -13,28 +14,14 @@ Label values are small fixed sets (never a course key): each series is one file 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import functools
+from collections.abc import Callable
+from typing import Any
 
-_ROOT = Path(__file__).resolve().parent.parent
+from prometheus_client import Counter, Histogram
+from prometheus_client import values as _values
 
-
-def multiproc_dir() -> Path:
-    """Where every process of this host writes its samples (created if missing)."""
-    configured = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not configured:
-        var = Path(os.environ.get("CATALOG_SYNC_VAR_DIR") or _ROOT / "var")
-        configured = str(var / "prometheus")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = configured
-    path = Path(configured)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-MULTIPROC_DIR = multiproc_dir()
-
-from prometheus_client import Counter, Histogram  # noqa: E402  (after the directory is set)
-from prometheus_client import values as _values  # noqa: E402
+from observability import MULTIPROC_DIR  # noqa: F401  (re-exported: the directory in use)
 
 if not getattr(_values.ValueClass, "__name__", "").startswith("MmapedValue"):  # pragma: no cover
     raise RuntimeError(
@@ -126,3 +113,17 @@ def count_event(outcome: str) -> None:
 
 def count_sweep_chunk(outcome: str) -> None:
     SWEEP_CHUNKS.labels(outcome=label(outcome)).inc()
+
+
+def counts_refreshes(enqueue: Callable[..., str]) -> Callable[..., str]:
+    """Decorates the one function that queues a course fetch (it returns a task id, or
+    ``coalesced``, or ``deferred``): each call is counted as ``queued``, ``coalesced`` or
+    ``deferred``."""
+
+    @functools.wraps(enqueue)
+    def counted(*args: Any, **kwargs: Any) -> str:
+        outcome = enqueue(*args, **kwargs)
+        count_refreshes(outcome if outcome in ("coalesced", "deferred") else "queued")
+        return outcome
+
+    return counted

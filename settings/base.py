@@ -204,3 +204,32 @@ LOGGING = {
         "urllib3": {"level": "WARNING"},
     },
 }
+
+# --- Observability (observability/, docs/runbook.md "Metrics, health and logs") ---------------
+# LOG_FORMAT: "plain" (one readable line) or "json" (one JSON object a line, python-json-logger).
+# Every line carries the log context when known: course_key, task_id, sweep_id (observability.
+# logcontext), so one search follows a course through publish, task and sweep. The Celery worker
+# and beat log the same way under json (observability.celery applies this LOGGING).
+LOG_FORMAT = (env_str("LOG_FORMAT", "plain") or "plain").strip().lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ValueError(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
+LOGGING["filters"] = {"logcontext": {"()": "observability.logcontext.ContextFilter"}}
+LOGGING["formatters"]["json"] = {
+    "()": "pythonjsonlogger.json.JsonFormatter",
+    "format": "%(asctime)s %(levelname)s %(name)s %(message)s %(process)d",
+    "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger", "process": "pid"},
+}
+LOGGING["handlers"]["console"].update(formatter=LOG_FORMAT, filters=["logcontext"])
+
+# /metrics (Prometheus) answers only a scraper that sends "Authorization: Bearer <METRICS_TOKEN>".
+# Unset: /metrics is off (404 for everyone; no address is trusted, a reverse proxy would make
+# every client look local). Samples of every process go to PROMETHEUS_MULTIPROC_DIR (default
+# var/prometheus; observability.metrics).
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+
+# Health (django-health-check; api.health): the staff detail at /health/detail/ adds the sweep's
+# freshness: the last complete sweep must be younger than the sweep schedule's interval (the beat
+# PeriodicTask "catalog full sweep") plus its expected duration: the last complete run's duration,
+# at least this many seconds.
+HEALTH_SWEEP_EXPECTED_DURATION = env_int("HEALTH_SWEEP_EXPECTED_DURATION", 3600)
+INSTALLED_APPS += ["health_check"]  # its templates (the detail page); checks are listed in api.health

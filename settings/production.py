@@ -57,3 +57,7 @@ if EVENT_BUS_REDIS_CONNECTION_URL and not EVENT_BUS_REDIS_CONNECTION_URL.startsw
     ("redis://", "rediss://", "unix://")
 ):
     raise ValueError("EVENT_BUS_REDIS_CONNECTION_URL must be a redis://, rediss:// or unix:// URL")
+
+# /metrics: a bearer token short enough to guess is refused at start (unset: /metrics is off).
+if METRICS_TOKEN and len(METRICS_TOKEN) < 24:  # noqa: F405 (settings.base)
+    raise ValueError("METRICS_TOKEN must be at least 24 characters (e.g. `openssl rand -hex 24`)")

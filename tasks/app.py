@@ -14,6 +14,8 @@ from settings.env import require_settings_module
 require_settings_module("Celery app")
 django.setup()
 
+import observability.celery  # noqa: E402, F401  (connects the metrics and log-context hooks)
+
 app = Celery("catalog_sync")
 app.config_from_object("celeryconfig")
 # The task modules (each registers its tasks on import).

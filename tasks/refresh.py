@@ -30,6 +30,7 @@ from catalog.newcourse import new_course_recheck_delay
 from catalog.refresh import failure_text, record_failure, refresh_courses
 from catalog.retry import next_retry
 from catalog_client.errors import CatalogError, CatalogRetryableError, CatalogTimeout
+from observability.metrics import counts_refreshes
 from overviews.keys import parse_course_key
 from overviews.models import CatalogStatus, CourseOverview
 from tasks.app import app
@@ -116,6 +117,7 @@ def enqueue_refresh(course_key: str, *, countdown: float | None = None) -> bool:
 _last_broker_error = ""
 
 
+@counts_refreshes  # catalog_sync_refreshes_total{outcome=queued|coalesced|deferred}
 def _enqueue(course_key: str, *, countdown: float, pending_ttl: float) -> str:
     """The task id when queued; "coalesced" when a fetch is pending; "deferred" when the broker
     is unavailable (one warning per outage and process; the caller's marker stays)."""
