@@ -1,5 +1,5 @@
 """URL routes: the admin and the status page, the ops API, the mobile API and the health check
-(CONTRACT.md)."""
+(README.md "HTTP" lists them)."""
 
 from django.contrib import admin
 from django.urls import include, path

@@ -9,8 +9,9 @@ What the command does, and what this does the same way:
    ``CatalogClient.iter_course_runs(page_size=...)``: ``page`` from 1 and ``page_size`` sent on every
    request, ``exclude_utm=1`` as Open edX sends it. Open edX's own walk sends no ``page`` on its first
    request, so the catalog answers 20 runs in limit/offset mode and page 2 then skips runs 21..page
-   size (``CATALOG_API.md``); that bug is *not* reproduced, so that both sides sync every run and the
-   comparison is of the algorithm, not of the bug. One OAuth token for the walk, as there.
+   size (the catalog's pagination rule, ``standin.semantics.paginate``); that bug is *not*
+   reproduced, so that both sides sync every run and the comparison is of the algorithm, not of
+   the bug. One OAuth token for the walk, as there.
 2. **For each run, one query for its overview**: ``CourseOverview.objects.get(id=key)``; a run the
    LMS does not have is counted as *not found*.
 3. **Compare the three catalog fields**: ``marketing_url``, ``eligible_for_financial_aid`` and

@@ -14,7 +14,8 @@ DISABLE_CATALOG_CALLS = "catalog_sync.disable_catalog_calls"
 
 # ON: when a publish CREATES an overview row, fetch its catalog data right after the commit, in
 # the publishing process, with a short timeout; on any failure fall back to the per-course task.
-# The design notes' option 2. Default: off (it puts a network call on the publishing request).
+# A new course then shows its catalog fields at once instead of after the task runs. Default:
+# off: it puts a blocking network call on the publishing request, often a user-facing web worker.
 FETCH_ON_CREATE = "catalog_sync.fetch_on_create"
 
 ALL_SWITCHES = {

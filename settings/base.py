@@ -1,8 +1,9 @@
 """Settings every environment shares. Environment-specific modules import * from here.
 
-Every value that differs between deployments is read from the environment (see CONTRACT.md and
-docs/runbook.md). Runtime tunables (page size, timeouts, ...) are NOT here: they live in the
-database (``catalog.models.CatalogIntegration``), editable in the admin with history.
+Every value that differs between deployments is read from the environment (the names are listed
+in README.md "Configuration" and docs/runbook.md). Runtime tunables (page size, timeouts, ...)
+are NOT here: they live in the database (``catalog.models.CatalogIntegration``), editable in the
+admin with history.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ class SignalsConfig(AppConfig):
     verbose_name = "Publish receivers"
 
     def ready(self) -> None:
-        # Receivers are wired here, not at import time of the signal module (STYLE.md).
+        # Receivers are wired here, not at import time of the signal module: importing
+        # overviews.signals (the LMS side does, to fire it) must not connect the sync's receivers.
         # events: COURSE_CATALOG_INFO_CHANGED, which the event bus consumer emits in-process.
         from signals import events, receivers  # noqa: F401

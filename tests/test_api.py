@@ -1,4 +1,4 @@
-"""The HTTP side (CONTRACT.md "HTTP"): the staff refresh API, the mobile enrollments API and
+"""The HTTP side (README.md "HTTP"): the staff refresh API, the mobile enrollments API and
 /health/ (the admin is in tests/test_admin.py). The catalog is mocked at the wire (or served by
 the stand-in over real HTTP for the deadline); the task queue is patched only to see what was
 queued (no eager mode)."""

@@ -1,4 +1,5 @@
-"""The management commands named in CONTRACT.md: exit codes, messages, nothing half-written."""
+"""The management commands (README.md "Management commands"): exit codes, messages, nothing
+half-written."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``manage.py enroll USERNAME KEY [KEY ...]`` (CONTRACT.md): idempotent, nothing half-written."""
+"""``manage.py enroll USERNAME KEY [KEY ...]``: idempotent, nothing half-written."""
 
 from __future__ import annotations
 

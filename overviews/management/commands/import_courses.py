@@ -1,4 +1,4 @@
-"""``import_courses PATH``: create or update overviews in place from JSON Lines (CONTRACT.md).
+"""``import_courses PATH``: create or update overviews in place from JSON Lines.
 
 The whole input is read and validated before anything is written; then one transaction writes
 it in batches. Any bad line -- not UTF-8, not JSON, nested too deeply, not an object, an invalid
