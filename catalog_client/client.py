@@ -59,6 +59,12 @@ _MESSAGE_URL_LENGTH = 160
 _DETAIL_LENGTH = 200
 # A list page of 2,000 full course runs (the admin's largest page size) is about 20 MB.
 DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024
+# The connection defaults, defined once: ``ClientConfig`` uses them and so do the field defaults
+# of the admin's ``CatalogIntegration`` (catalog/models.py), so a client built without the admin's
+# row behaves as a fresh install does. Connect: just over 3 s, TCP's first retransmission.
+DEFAULT_CONNECT_TIMEOUT = 3.05
+DEFAULT_READ_TIMEOUT = 15.0
+DEFAULT_MAX_URL_LENGTH = 4096
 # An error answer is read only for its detail message: its first bytes are enough.
 _ERROR_BODY_BYTES = 64 * 1024
 _READ_CHUNK = 64 * 1024
@@ -72,9 +78,9 @@ class ClientConfig:
     oauth_url: str
     client_id: str
     client_secret: str
-    connect_timeout: float = 3.05
-    read_timeout: float = 10.0
-    max_url_length: int = 4096
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+    max_url_length: int = DEFAULT_MAX_URL_LENGTH
     token_refresh_margin: float = 60.0
     verify_tls: bool = True
     user_agent: str = "catalog-sync/0.1"
