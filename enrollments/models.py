@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import models
-from django.db.models import ExpressionWrapper, F
+from django.db import connections, models
+from django.db.models import ExpressionWrapper, F, Func
 
 from overviews.models import CATALOG_FIELDS, CONTENT_FIELDS, CourseOverview
 
 # What the learner's enrollment list sends of an enrollment, and of its course (in this order).
 LISTED_ENROLLMENT_FIELDS: tuple[str, ...] = ("created", "mode", "is_active")
 LISTED_COURSE_FIELDS: tuple[str, ...] = ("id", *CONTENT_FIELDS, *CATALOG_FIELDS)
+
+
+class IsoUtcText(Func):
+    """A timestamp column as the JSON text DRF wrote for it, made by the database:
+    ``2025-01-06T09:30:00.000005Z``, or without the fraction when it is zero (``isoformat``'s rule).
+
+    Why: Django's PostgreSQL backend decodes a ``timestamptz`` with a loader written in Python
+    (it subclasses psycopg's to set the time zone, which bypasses psycopg's C loader): about 5 µs
+    a value, 2,500 values in a 500-enrollment list, most of the request. PostgreSQL formats in C.
+    SQLite stores Django's datetimes as UTC text already, ``YYYY-MM-DD HH:MM:SS[.ffffff]``.
+    NULL stays NULL on both.
+    """
+
+    output_field = models.CharField()
+
+    def as_postgresql(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler,
+            connection,
+            template=(
+                "(regexp_replace(to_char(%(expressions)s AT TIME ZONE 'UTC', "
+                "'YYYY-MM-DD\"T\"HH24:MI:SS.US'), '\\.000000$', '') || 'Z')"
+            ),
+            **extra_context,
+        )
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler, connection, template="(REPLACE(%(expressions)s, ' ', 'T') || 'Z')", **extra_context
+        )
+
+
+# Databases whose IsoUtcText is written above; elsewhere the datetimes are decoded as usual (the
+# JSON encoder writes them in the same format).
+_TIMESTAMPS_AS_TEXT = frozenset({"postgresql", "sqlite"})
 
 
 class CourseEnrollmentQuerySet(models.QuerySet):
@@ -25,14 +60,25 @@ class CourseEnrollmentQuerySet(models.QuerySet):
         Only the columns the list sends are read, so the timestamps it never sends (the sync
         metadata, ``modified``) are never decoded. No model instances, and the course id is read as
         plain text from the enrollment's own column (a ``CourseKeyField`` would parse a
-        ``CourseKey`` per row only for the view to turn it back into the same string).
+        ``CourseKey`` per row only for the view to turn it back into the same string). Timestamps
+        arrive as their final JSON text (``IsoUtcText``).
         """
+        as_text = connections[self.db].vendor in _TIMESTAMPS_AS_TEXT
+
+        def column(name: str, model: type[models.Model], path: str = ""):
+            if as_text and isinstance(model._meta.get_field(name), models.DateTimeField):
+                return IsoUtcText(F(path + name))
+            return path + name
+
         course_id_text = ExpressionWrapper(F("course_id"), output_field=models.CharField())
-        course_columns = [f"course__{name}" for name in LISTED_COURSE_FIELDS[1:]]
         return (
             self.filter(user=user, is_active=True)
             .order_by("-created", "-id")
-            .values_list(*LISTED_ENROLLMENT_FIELDS, course_id_text, *course_columns)
+            .values_list(
+                *(column(name, CourseEnrollment) for name in LISTED_ENROLLMENT_FIELDS),
+                course_id_text,
+                *(column(name, CourseOverview, "course__") for name in LISTED_COURSE_FIELDS[1:]),
+            )
         )
 
 
