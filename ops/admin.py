@@ -61,7 +61,15 @@ def workers_answering(timeout: float = WORKER_PING_TIMEOUT) -> bool | None:
 @admin.register(CourseOverview)
 class CourseOverviewAdmin(admin.ModelAdmin):
     list_display = ("id", "display_name", "catalog_status", "catalog_synced_at", "marketing_url")
-    list_filter = ("catalog_status", "self_paced", "eligible_for_financial_aid", "language")
+    # Fixed choices only: a filter on ``language`` listed its values with SELECT DISTINCT over the
+    # whole table on every page load (one link per language). "Empty / not empty" answers the
+    # operator's question (did the catalog send a language?) without reading the table.
+    list_filter = (
+        "catalog_status",
+        "self_paced",
+        "eligible_for_financial_aid",
+        ("language", admin.EmptyFieldListFilter),
+    )
     search_fields = ("id", "display_name")
     # Shown read-only on the view page (the change page refuses every edit: see below).
     readonly_fields = (

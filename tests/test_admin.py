@@ -121,6 +121,25 @@ def test_the_changelist_searches_and_filters_without_errors(admin_client):
     assert admin_client.get(CHANGELIST, {"id__exact": "not-a-key"}).status_code == 302
 
 
+def test_the_changelist_reads_no_distinct_values_and_filters_language_by_presence(admin_client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    overview(language="fr")
+    overview("course-v1:Adm+A102+2025", language=None)
+    overview("course-v1:Adm+A103+2025", language="")
+    with CaptureQueriesContext(connection) as queries:
+        assert admin_client.get(CHANGELIST).status_code == 200
+    assert not [q["sql"] for q in queries.captured_queries if "DISTINCT" in q["sql"].upper()]
+    empty = admin_client.get(CHANGELIST, {"language__isempty": "1"})
+    assert sorted(str(row.pk) for row in empty.context["cl"].result_list) == [
+        "course-v1:Adm+A102+2025",
+        "course-v1:Adm+A103+2025",
+    ]
+    present = admin_client.get(CHANGELIST, {"language__isempty": "0"})
+    assert [str(row.pk) for row in present.context["cl"].result_list] == [KEY]
+
+
 # --- "Refresh from catalog" ---------------------------------------------------------------------
 
 
