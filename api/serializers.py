@@ -27,9 +27,11 @@ class CourseOverviewSerializer(serializers.ModelSerializer):
 # --- The learner's enrollment list -------------------------------------------------------------
 # Built by hand rather than with DRF serializers: a DRF field-by-field pass over 500 enrollments
 # cost more than everything else in the request together. One pass over the tuples of
-# ``CourseEnrollment.objects.listed_for`` builds plain dicts; ``render_json`` encodes them once.
+# ``enrollments.models.listed_enrollments`` (a trailing total is ignored) builds plain dicts;
+# ``render_json`` encodes them once.
 
 _N_ENROLLMENT = len(LISTED_ENROLLMENT_FIELDS)
+_N_COURSE = len(LISTED_COURSE_FIELDS)
 _MARKETING_URL = _N_ENROLLMENT + LISTED_COURSE_FIELDS.index("marketing_url")
 
 
@@ -48,7 +50,7 @@ def enrollment_items(rows: Iterable[Sequence[Any]], about_base: str) -> list[dic
     items = []
     append = items.append
     for row in rows:
-        course = dict(zip(LISTED_COURSE_FIELDS, row[_N_ENROLLMENT:], strict=True))
+        course = dict(zip(LISTED_COURSE_FIELDS, row[_N_ENROLLMENT : _N_ENROLLMENT + _N_COURSE], strict=True))
         course["course_about"] = row[_MARKETING_URL] or f"{about_base}{course['id']}/about"
         item = dict(zip(LISTED_ENROLLMENT_FIELDS, row[:_N_ENROLLMENT], strict=True))
         item["course"] = course

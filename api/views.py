@@ -33,7 +33,7 @@ from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are
 from catalog.refresh import failure_text, refresh_courses
 from catalog_client.client import CatalogClient
 from catalog_client.errors import CatalogError, CatalogThrottled, CatalogTimeout
-from enrollments.models import CourseEnrollment
+from enrollments.models import listed_enrollments
 from overviews.keys import parse_course_key
 from overviews.models import CourseOverview
 from tasks.refresh import request_refresh
@@ -208,8 +208,9 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
     is 1-based or ``last``, and a page past the end (or not a number) is 404. ``next`` and
     ``previous`` are absolute URLs that always carry ``page``, so following them stays paginated.
 
-    One query for the list (two for a page: the count, then the page), whatever the number of
-    enrollments; the rows are tuples of only the columns sent, encoded to JSON in one pass.
+    One query for the list, and one for a page (the page and the total in one, a window count;
+    ``page=last`` counts first), whatever the number of enrollments; the rows are tuples of only
+    the columns sent, encoded to JSON in one pass.
     """
 
     permission_classes = (IsSelfOrStaff,)
@@ -221,25 +222,34 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
             user = get_user_model().objects.filter(username=username).first()
             if user is None:
                 return _error(status.HTTP_404_NOT_FOUND, f"no user {short(username)}")
-        rows = CourseEnrollment.objects.listed_for(user)
         about_base = course_about_base(settings.LMS_ROOT_URL)
         params = request.query_params
         if "page" not in params and "page_size" not in params:
-            return _json(render_json(enrollment_items(rows, about_base)))
-        return self._page(request, rows, about_base)
+            return _json(render_json(enrollment_items(listed_enrollments(user), about_base)))
+        return self._page(request, user, about_base)
 
-    def _page(self, request: Request, rows, about_base: str) -> HttpResponse:
+    def _page(self, request: Request, user, about_base: str) -> HttpResponse:
         params = request.query_params
         size = min(
             _positive_int(params.get("page_size", "")) or ENROLLMENTS_PAGE_SIZE, ENROLLMENTS_MAX_PAGE_SIZE
         )
-        count = rows.count()
-        num_pages = max(1, -(-count // size))  # an empty list still has its (empty) first page
         wanted = params.get("page", "1")
-        number = num_pages if wanted == "last" else _positive_int(wanted)
-        if number is None or number > num_pages:
-            return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}: there are {num_pages}")
+        if wanted == "last":  # the only page whose number needs the count first
+            number = _num_pages(listed_enrollments(user).count(), size)
+        else:
+            number = _positive_int(wanted)
+            if number is None:
+                return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}")
         start = (number - 1) * size
+        rows = list(listed_enrollments(user, with_total=True)[start : start + size])
+        if rows:
+            count = rows[0][-1]
+        elif number == 1:  # an empty list still has its (empty) first page
+            count = 0
+        else:
+            num_pages = _num_pages(listed_enrollments(user).count(), size)
+            return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}: there are {num_pages}")
+        num_pages = _num_pages(count, size)
         url = request.build_absolute_uri()
         body = {
             "count": count,
@@ -248,9 +258,13 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
             "start": start,
             "next": replace_query_param(url, "page", number + 1) if number < num_pages else None,
             "previous": replace_query_param(url, "page", number - 1) if number > 1 else None,
-            "results": enrollment_items(rows[start : start + size], about_base),
+            "results": enrollment_items(rows, about_base),
         }
         return _json(render_json(body))
+
+
+def _num_pages(count: int, size: int) -> int:
+    return max(1, -(-count // size))
 
 
 class _QuietTokenAuthentication(TokenAuthentication):

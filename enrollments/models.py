@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import connections, models
-from django.db.models import ExpressionWrapper, F, Func
+from django.db.models import Count, ExpressionWrapper, F, Func, Window
 
 from overviews.models import CATALOG_FIELDS, CONTENT_FIELDS, CourseOverview
 
@@ -53,34 +53,6 @@ class CourseEnrollmentQuerySet(models.QuerySet):
         """A user's active enrollments with their overviews, newest first: one query, however many."""
         return self.filter(user=user, is_active=True).select_related("course").order_by("-created", "-id")
 
-    def listed_for(self, user) -> models.QuerySet:
-        """A user's active enrollments, newest first, as plain tuples over one join: the
-        ``LISTED_ENROLLMENT_FIELDS`` then the ``LISTED_COURSE_FIELDS`` (course id as text).
-
-        Only the columns the list sends are read, so the timestamps it never sends (the sync
-        metadata, ``modified``) are never decoded. No model instances, and the course id is read as
-        plain text from the enrollment's own column (a ``CourseKeyField`` would parse a
-        ``CourseKey`` per row only for the view to turn it back into the same string). Timestamps
-        arrive as their final JSON text (``IsoUtcText``).
-        """
-        as_text = connections[self.db].vendor in _TIMESTAMPS_AS_TEXT
-
-        def column(name: str, model: type[models.Model], path: str = ""):
-            if as_text and isinstance(model._meta.get_field(name), models.DateTimeField):
-                return IsoUtcText(F(path + name))
-            return path + name
-
-        course_id_text = ExpressionWrapper(F("course_id"), output_field=models.CharField())
-        return (
-            self.filter(user=user, is_active=True)
-            .order_by("-created", "-id")
-            .values_list(
-                *(column(name, CourseEnrollment) for name in LISTED_ENROLLMENT_FIELDS),
-                course_id_text,
-                *(column(name, CourseOverview, "course__") for name in LISTED_COURSE_FIELDS[1:]),
-            )
-        )
-
 
 class CourseEnrollment(models.Model):
     user = models.ForeignKey(
@@ -111,3 +83,49 @@ class CourseEnrollment(models.Model):
     def __str__(self) -> str:
         state = "active" if self.is_active else "inactive"
         return f"{self.user_id} in {self.course_id} ({self.mode}, {state})"
+
+
+_LISTINGS: dict[tuple[str, bool], models.QuerySet] = {}
+
+
+def _listing(using: str, with_total: bool) -> models.QuerySet:
+    """The listing's query without its user, built once per database and shape: the
+    ``values_list`` with its expressions costs more to build than to clone and filter."""
+    key = (using, with_total)
+    if key not in _LISTINGS:
+        as_text = connections[using].vendor in _TIMESTAMPS_AS_TEXT
+
+        def column(name: str, model: type[models.Model], path: str = ""):
+            if as_text and isinstance(model._meta.get_field(name), models.DateTimeField):
+                return IsoUtcText(F(path + name))
+            return path + name
+
+        columns = [
+            *(column(name, CourseEnrollment) for name in LISTED_ENROLLMENT_FIELDS),
+            ExpressionWrapper(F("course_id"), output_field=models.CharField()),
+            *(column(name, CourseOverview, "course__") for name in LISTED_COURSE_FIELDS[1:]),
+        ]
+        if with_total:
+            columns.append(Window(Count("pk")))  # every row the filter matches, before LIMIT
+        _LISTINGS[key] = (
+            CourseEnrollment.objects.using(using)
+            .filter(is_active=True)
+            .order_by("-created", "-id")
+            .values_list(*columns)
+        )
+    return _LISTINGS[key]
+
+
+def listed_enrollments(user, *, with_total: bool = False, using: str = "default") -> models.QuerySet:
+    """A user's active enrollments, newest first, as plain tuples over one join: the
+    ``LISTED_ENROLLMENT_FIELDS``, then the ``LISTED_COURSE_FIELDS`` (the course id as text), then,
+    ``with_total``, how many enrollments the user has in all (a window count: a page and its total
+    in one query).
+
+    Only the columns the list sends are read, so the timestamps it never sends (the sync metadata,
+    ``modified``) are never decoded. No model instances, and the course id is read as plain text
+    from the enrollment's own column (a ``CourseKeyField`` would parse a ``CourseKey`` per row only
+    for the view to turn it back into the same string). Timestamps arrive as their final JSON text
+    (``IsoUtcText``).
+    """
+    return _listing(using, with_total).filter(user_id=user.pk)
