@@ -8,6 +8,8 @@ from django.db import models
 from django.db.models import Q
 from edx_django_utils.cache import RequestCache
 
+from catalog_client.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_URL_LENGTH, DEFAULT_READ_TIMEOUT
+
 DEFAULT_PAGE_SIZE = 100
 
 
@@ -27,13 +29,17 @@ class CatalogIntegration(ConfigurationModel):
         help_text="Courses per catalog request in a sweep (overridable per run with --page-size).",
     )
     connect_timeout = models.FloatField(
-        default=3.05, validators=[MinValueValidator(0.1)], help_text="Seconds to connect to the catalog."
+        default=DEFAULT_CONNECT_TIMEOUT,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds to connect to the catalog.",
     )
     read_timeout = models.FloatField(
-        default=15.0, validators=[MinValueValidator(0.1)], help_text="Seconds to wait for a catalog answer."
+        default=DEFAULT_READ_TIMEOUT,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds to wait for a catalog answer.",
     )
     max_url_length = models.PositiveIntegerField(
-        default=4096,
+        default=DEFAULT_MAX_URL_LENGTH,
         validators=[MinValueValidator(512)],
         help_text="Bulk requests by key are split so that no URL is longer than this.",
     )
@@ -66,6 +72,30 @@ def current_config() -> CatalogIntegration:
     """
     RequestCache.clear_all_namespaces()
     return CatalogIntegration.current()
+
+
+# The sweep's counters, declared once. A chunk row has a field of each name, a run row the sum
+# of its chunks' under ``RUN_COUNTER_FIELDS``; the roll-up, the log line, the command's summary
+# and the admin are derived from these. Course counters count a chunk's courses by outcome (a
+# failed chunk: all of them ``errored``); cost counters count its attempts' catalog requests
+# (token requests and 429s included), retries spent and 429 answers.
+COURSE_COUNTERS: tuple[str, ...] = (
+    "seen",
+    "updated",
+    "unchanged",
+    "missing",
+    "refused",
+    "errored",
+    "superseded",
+)
+COST_COUNTERS: tuple[str, ...] = ("catalog_requests", "retries", "throttled")
+SWEEP_COUNTERS: tuple[str, ...] = COURSE_COUNTERS + COST_COUNTERS
+# SweepRun's field for each counter: course counters are prefixed (a run has chunk counters too).
+RUN_COUNTER_FIELDS: dict[str, str] = {
+    **{name: f"courses_{name}" for name in COURSE_COUNTERS},
+    **{name: name for name in COST_COUNTERS},
+}
+_RUN_COUNTER_HELP = {"superseded": "fresher per-course data kept", "throttled": "429 answers"}
 
 
 class SweepStatus(models.TextChoices):
@@ -103,17 +133,13 @@ class SweepRun(models.Model):
     chunks_total = models.PositiveIntegerField(default=0)
     chunks_done = models.PositiveIntegerField(default=0)
     chunks_failed = models.PositiveIntegerField(default=0)
-    # Counters: the sum of the chunk rows, added in the same transaction as each chunk's record.
-    courses_seen = models.PositiveIntegerField(default=0)
-    courses_updated = models.PositiveIntegerField(default=0)
-    courses_unchanged = models.PositiveIntegerField(default=0)
-    courses_missing = models.PositiveIntegerField(default=0)
-    courses_refused = models.PositiveIntegerField(default=0)
-    courses_errored = models.PositiveIntegerField(default=0)
-    courses_superseded = models.PositiveIntegerField(default=0, help_text="fresher per-course data kept")
-    catalog_requests = models.PositiveIntegerField(default=0)
-    retries = models.PositiveIntegerField(default=0)
-    throttled = models.PositiveIntegerField(default=0, help_text="429 answers")
+    # Counters (``SWEEP_COUNTERS``, as ``RUN_COUNTER_FIELDS`` names them): the sum of the chunk
+    # rows, added in the same transaction as each chunk's record.
+    for _counter in SWEEP_COUNTERS:
+        locals()[RUN_COUNTER_FIELDS[_counter]] = models.PositiveIntegerField(
+            default=0, help_text=_RUN_COUNTER_HELP.get(_counter, "")
+        )
+    del _counter
     error = models.TextField(blank=True, default="")
 
     class Meta:
@@ -148,17 +174,11 @@ class SweepChunk(models.Model):
     size = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=ChunkStatus.choices, default=ChunkStatus.PENDING)
     finished_at = models.DateTimeField(null=True, blank=True)
-    seen = models.PositiveIntegerField(default=0)
-    updated = models.PositiveIntegerField(default=0)
-    unchanged = models.PositiveIntegerField(default=0)
-    missing = models.PositiveIntegerField(default=0)
-    refused = models.PositiveIntegerField(default=0)
-    errored = models.PositiveIntegerField(default=0)
-    superseded = models.PositiveIntegerField(default=0)
-    # Every attempt's cost, failed ones included (token requests, 429s, errors).
-    catalog_requests = models.PositiveIntegerField(default=0)
-    retries = models.PositiveIntegerField(default=0)
-    throttled = models.PositiveIntegerField(default=0)
+    # Counters (``SWEEP_COUNTERS``, under their own names). The cost counters add up every
+    # attempt, failed ones included (token requests, 429s, errors).
+    for _counter in SWEEP_COUNTERS:
+        locals()[_counter] = models.PositiveIntegerField(default=0)
+    del _counter
     error = models.TextField(blank=True, default="")
 
     class Meta:

@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, connections, transaction
@@ -44,15 +45,28 @@ from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
-from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
+from catalog.models import (
+    COST_COUNTERS,
+    COURSE_COUNTERS,
+    RUN_COUNTER_FIELDS,
+    SWEEP_COUNTERS,
+    ChunkStatus,
+    SweepChunk,
+    SweepRun,
+    SweepStatus,
+    current_config,
+)
+from catalog.retry import RetryPolicy, next_retry
 from catalog.sync import (
     CatalogSource,
+    Change,
     Fetched,
     SyncCounters,
     SyncRow,
     apply_runs,
     fetch_runs,
     read_rows,
+    record_failure,
     sync_overviews,
 )
 from catalog_client.client import split_keys_for_urls
@@ -64,19 +78,6 @@ from overviews.models import CourseOverview
 log = logging.getLogger("catalog.sweep")
 
 PLAN_BATCH = 20  # chunks planned per query
-
-# SweepRun course counter <- SweepChunk field
-_COURSE_COUNTERS = {
-    "courses_seen": "seen",
-    "courses_updated": "updated",
-    "courses_unchanged": "unchanged",
-    "courses_missing": "missing",
-    "courses_refused": "refused",
-    "courses_errored": "errored",
-    "courses_superseded": "superseded",
-}
-# SweepRun cost counter <- SweepChunk field
-_COST_COUNTERS = {"catalog_requests": "catalog_requests", "retries": "retries", "throttled": "throttled"}
 
 
 class SweepTakenOver(Exception):
@@ -163,8 +164,7 @@ def _reconcile(run_id: int) -> None:
     already written the run row (it holds the row lock: no finisher's ``F()`` add is lost)."""
     chunks = SweepChunk.objects.filter(run_id=run_id)
     sums = chunks.aggregate(
-        **{field: Sum(chunk_field, default=0) for field, chunk_field in _COURSE_COUNTERS.items()},
-        **{field: Sum(chunk_field, default=0) for field, chunk_field in _COST_COUNTERS.items()},
+        **{RUN_COUNTER_FIELDS[name]: Sum(name, default=0) for name in SWEEP_COUNTERS},
         chunks_done=Count("pk", filter=Q(status__in=[ChunkStatus.DONE, ChunkStatus.FAILED])),
         chunks_failed=Count("pk", filter=Q(status=ChunkStatus.FAILED)),
         chunks_total=Count("pk"),
@@ -204,20 +204,9 @@ def plan_chunks(
     Each step is also a heartbeat by the run's owner; raises ``SweepTakenOver`` when another
     trigger has taken the run over (nothing of this step is then written)."""
     while not run.planning_done:
-        size = page_size(run)
-        keys_qs = CourseOverview.objects.order_by("id")
-        if run.cursor:
-            keys_qs = keys_qs.filter(id__gt=run.cursor)
-        # the stored strings: parsing 100,000 keys only to print them again is pure cost
-        keys = list(keys_qs.values_list(Cast("id", output_field=CharField()), flat=True)[: size * PLAN_BATCH])
-        chunks = [
-            SweepChunk(
-                run=run, seq=run.chunks_total + i, first_key=group[0], last_key=group[-1], size=len(group)
-            )
-            for i, group in enumerate(_one_request_groups(keys, size))
-        ]
-        cursor = keys[-1] if keys else run.cursor
-        planning_done = len(keys) < size * PLAN_BATCH
+        chunks, cursor, planning_done = _plan_step(run.cursor, page_size(run), first_seq=run.chunks_total)
+        for chunk in chunks:
+            chunk.run = run
         with transaction.atomic():
             # the run row first: its lock orders this step before any finisher that could
             # otherwise miss the planning_done it sets (and it checks the owner)
@@ -234,6 +223,21 @@ def plan_chunks(
         if chunks:
             yield chunks
     complete_if_done(run.pk)  # the last chunks may have finished before planning_done was set
+
+
+def _plan_step(cursor: str, size: int, *, first_seq: int) -> tuple[list[SweepChunk], str, bool]:
+    """The next ``PLAN_BATCH`` chunks after ``cursor`` (unsaved, without a run), the new cursor,
+    and whether planning is done. The one planner of the sweep and of its dry run."""
+    keys_qs = CourseOverview.objects.order_by("id")
+    if cursor:
+        keys_qs = keys_qs.filter(id__gt=cursor)
+    # the stored strings: parsing 100,000 keys only to print them again is pure cost
+    keys = list(keys_qs.values_list(Cast("id", output_field=CharField()), flat=True)[: size * PLAN_BATCH])
+    chunks = [
+        SweepChunk(seq=first_seq + i, first_key=group[0], last_key=group[-1], size=len(group))
+        for i, group in enumerate(_one_request_groups(keys, size))
+    ]
+    return chunks, (keys[-1] if keys else cursor), len(keys) < size * PLAN_BATCH
 
 
 def _one_request_groups(keys: list[str], size: int) -> Iterator[list[str]]:
@@ -271,6 +275,8 @@ class ChunkOutcome:
     retries: int = 0
     throttled: int = 0
     error: str = ""
+    # A failed chunk: when its failed fetch was first tried (``record_failure``'s ``started_at``).
+    started_at: datetime | None = None
 
 
 def record_attempt(
@@ -283,7 +289,8 @@ def record_attempt(
     with transaction.atomic():
         SweepChunk.objects.filter(pk=chunk_id).update(**{f: F(f) + n for f, n in cost.items()})
         SweepRun.objects.filter(pk=run_id).update(
-            heartbeat_at=timezone.now(), **{f: F(f) + n for f, n in cost.items()}
+            heartbeat_at=timezone.now(),
+            **{RUN_COUNTER_FIELDS[f]: F(RUN_COUNTER_FIELDS[f]) + n for f, n in cost.items()},
         )
 
 
@@ -291,27 +298,29 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome, *, may_compl
     """Record a chunk's result once, add it to the run's counters and complete the run if this
     was the last chunk, in one transaction. False if the chunk was no longer pending (a duplicate
     run, or its run was stopped): its result is dropped, its cost still counted.
-    ``may_complete=False``: the caller stops the run next (``stop_run`` says why)."""
+
+    A failed chunk counts all its courses ``errored`` and records the failure on their rows
+    (``record_failure``: status ``error``, the error, when it was tried; values kept), so a
+    course's "last attempted" covers sweeps too. ``may_complete=False``: the caller stops the run
+    next (``stop_run`` says why)."""
     c = outcome.counters
-    requests = c.catalog_requests if outcome.requests is None else outcome.requests
     failed = bool(outcome.error)
     now = timezone.now()
+    # this attempt's share of every counter; the cost counters add to earlier attempts' costs
+    counts = {name: getattr(c, name) for name in COURSE_COUNTERS}
+    counts.update(
+        catalog_requests=c.catalog_requests if outcome.requests is None else outcome.requests,
+        retries=outcome.retries,
+        throttled=outcome.throttled,
+    )
     with transaction.atomic():
-        written = SweepChunk.objects.filter(
-            pk=chunk_id, status=ChunkStatus.PENDING
-        ).update(
+        chunk = SweepChunk.objects.filter(pk=chunk_id, status=ChunkStatus.PENDING)
+        written = chunk.update(
             status=ChunkStatus.FAILED if failed else ChunkStatus.DONE,
             finished_at=now,
-            seen=c.seen,
-            updated=c.updated,
-            unchanged=c.unchanged,
-            missing=c.missing,
-            refused=c.refused,
-            errored=F("size") if failed else c.errored,  # a failed chunk: all its courses
-            superseded=c.superseded,
-            catalog_requests=F("catalog_requests") + requests,
-            retries=F("retries") + outcome.retries,
-            throttled=F("throttled") + outcome.throttled,
+            **{name: counts[name] for name in COURSE_COUNTERS if name != "errored"},
+            errored=F("size") if failed else counts["errored"],
+            **{name: F(name) + counts[name] for name in COST_COUNTERS},
             error=outcome.error[:2000],
         )
         if not written:
@@ -320,32 +329,26 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome, *, may_compl
             )
         else:
             count_sweep_chunk("failed" if failed else "done")  # catalog_sync_sweep_chunks_total
-            courses = {
-                "courses_seen": c.seen,
-                "courses_updated": c.updated,
-                "courses_unchanged": c.unchanged,
-                "courses_missing": c.missing,
-                "courses_refused": c.refused,
-                "courses_errored": c.errored,
-                "courses_superseded": c.superseded,
-            }
-            if failed:  # the chunk's size, read in this transaction (a failed attempt counted none)
-                courses["courses_errored"] = SweepChunk.objects.values_list("size", flat=True).get(
-                    pk=chunk_id
+            if failed:  # all its courses, read in this transaction (a failed attempt counted none)
+                first_key, last_key, counts["errored"] = SweepChunk.objects.values_list(
+                    "first_key", "last_key", "size"
+                ).get(pk=chunk_id)
+                keys = CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).values_list(
+                    Cast("id", output_field=CharField()), flat=True
                 )
+                record_failure(list(keys), outcome.error, started_at=outcome.started_at)
             SweepRun.objects.filter(pk=run_id).update(
                 heartbeat_at=now,
                 chunks_done=F("chunks_done") + 1,
                 chunks_failed=F("chunks_failed") + int(failed),
-                catalog_requests=F("catalog_requests") + requests,
-                retries=F("retries") + outcome.retries,
-                throttled=F("throttled") + outcome.throttled,
-                **{field: F(field) + n for field, n in courses.items() if n},
+                **{RUN_COUNTER_FIELDS[n]: F(RUN_COUNTER_FIELDS[n]) + v for n, v in counts.items() if v},
             )
             if may_complete:
                 complete_if_done(run_id)
     if not written:
-        record_attempt(run_id, chunk_id, requests=requests, throttled=outcome.throttled, retried=False)
+        record_attempt(
+            run_id, chunk_id, requests=counts["catalog_requests"], throttled=outcome.throttled, retried=False
+        )
     return bool(written)
 
 
@@ -373,23 +376,23 @@ def complete_if_done(run_id: int) -> bool:
 def _log_finished(run_id: int) -> None:
     run = SweepRun.objects.get(pk=run_id)
     log.info(
-        "catalog sweep: sweep #%s %s: seen=%s updated=%s unchanged=%s missing=%s refused=%s "
-        "errored=%s superseded=%s requests=%s retries=%s throttled=%s chunks=%s failed_chunks=%s",
+        "catalog sweep: sweep #%s %s: %s chunks=%s failed_chunks=%s",
         run.pk,
         run.status,
-        run.courses_seen,
-        run.courses_updated,
-        run.courses_unchanged,
-        run.courses_missing,
-        run.courses_refused,
-        run.courses_errored,
-        run.courses_superseded,
-        run.catalog_requests,
-        run.retries,
-        run.throttled,
+        counters_line(run_counters(run)),
         run.chunks_total,
         run.chunks_failed,
     )
+
+
+def run_counters(run: SweepRun) -> dict[str, int]:
+    """The run's counters by their names in ``SWEEP_COUNTERS``."""
+    return {name: getattr(run, RUN_COUNTER_FIELDS[name]) for name in SWEEP_COUNTERS}
+
+
+def counters_line(counters: dict[str, int]) -> str:
+    """``seen=.. updated=.. ... throttled=..``: every counter, in ``SWEEP_COUNTERS`` order."""
+    return " ".join(f"{name}={counters.get(name, 0)}" for name in SWEEP_COUNTERS)
 
 
 def stop_run(run: SweepRun, error: str) -> SweepRun:
@@ -420,31 +423,198 @@ class _Attempt:
     error: CatalogError | None
     requests: int
     throttled: int
+    started_at: datetime
+
+
+class _Book:
+    """Where the in-process sweep keeps its record: the run's rows (``_RunBook``), or nothing but
+    memory in a dry run (``_DryBook``). The driver (``_drive``) is the same for both."""
+
+    def chunks(self) -> Iterator[SweepChunk]:
+        raise NotImplementedError
+
+    def retrying(self, chunk: SweepChunk, attempt: _Attempt, *, spends: bool) -> None:
+        """A failed attempt that will be retried: count its cost."""
+
+    def failed(self, chunk: SweepChunk, attempt: _Attempt, error: str, first: _Attempt) -> None:
+        """The chunk failed for good (the sweep stops)."""
+        raise NotImplementedError
+
+    def done(self, chunk: SweepChunk, rows: list[SyncRow], attempt: _Attempt) -> SyncCounters:
+        raise NotImplementedError
+
+    def still_ours(self) -> bool:
+        return True
+
+    def unused(self, chunk: SweepChunk, attempt: _Attempt) -> None:
+        """A prefetched chunk the sweep stopped before: its requests were sent all the same."""
+
+
+class _RunBook(_Book):
+    def __init__(self, run: SweepRun) -> None:
+        self.run = run
+
+    def chunks(self) -> Iterator[SweepChunk]:
+        yield from pending_chunks(self.run)
+        yield from (chunk for batch in plan_chunks(self.run) for chunk in batch)
+
+    def retrying(self, chunk, attempt, *, spends):
+        record_attempt(
+            self.run.pk, chunk.pk, requests=attempt.requests, throttled=attempt.throttled, retried=spends
+        )
+
+    def failed(self, chunk, attempt, error, first):
+        outcome = ChunkOutcome(
+            SyncCounters(),
+            attempt.requests,
+            throttled=attempt.throttled,
+            error=error,
+            started_at=first.started_at,
+        )
+        finish_chunk(self.run.pk, chunk.pk, outcome, may_complete=False)
+        stop_run(self.run, error)
+
+    def done(self, chunk, rows, attempt):
+        counters = apply_runs(rows, attempt.fetched).counters
+        finish_chunk(
+            self.run.pk,
+            chunk.pk,
+            ChunkOutcome(counters, attempt.requests, throttled=attempt.fetched.throttled),
+        )
+        return counters
+
+    def still_ours(self):
+        return heartbeat(self.run.pk, self.run.owner)
+
+    def unused(self, chunk, attempt):
+        record_attempt(self.run.pk, chunk.pk, requests=attempt.requests, throttled=attempt.throttled)
+
+
+@dataclass
+class DryRun:
+    """What a dry run found: the changes a sweep would write, and the counters it would record."""
+
+    counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SWEEP_COUNTERS, 0))
+    changes: list[Change] = field(default_factory=list)
+    chunks_done: int = 0
+    completed: bool = False
+    error: str = ""
+
+
+class _DryBook(_Book):
+    """A dry run's record: memory only. No ``SweepRun`` (and so no lease): a preview neither
+    blocks nor waits for a real sweep, and leaves no run for the admin or ``/health/`` to count."""
+
+    def __init__(self, page_size: int) -> None:
+        self.page_size = page_size
+        self.result = DryRun()
+
+    def _add(self, **counts: int) -> None:
+        for name, n in counts.items():
+            self.result.counters[name] += n
+
+    def chunks(self) -> Iterator[SweepChunk]:
+        cursor, seq, planning_done = "", 0, False
+        while not planning_done:
+            chunks, cursor, planning_done = _plan_step(cursor, self.page_size, first_seq=seq)
+            seq += len(chunks)
+            yield from chunks
+
+    def retrying(self, chunk, attempt, *, spends):
+        self._add(catalog_requests=attempt.requests, throttled=attempt.throttled, retries=int(spends))
+
+    def failed(self, chunk, attempt, error, first):
+        self._add(catalog_requests=attempt.requests, throttled=attempt.throttled, errored=chunk.size)
+        self.result.chunks_done += 1
+        self.result.error = error
+
+    def done(self, chunk, rows, attempt):
+        page = apply_runs(rows, attempt.fetched, dry_run=True)
+        counters = page.counters
+        self._add(
+            **{name: getattr(counters, name) for name in COURSE_COUNTERS},
+            catalog_requests=attempt.requests,
+            throttled=attempt.fetched.throttled,
+        )
+        self.result.changes.extend(page.changes)
+        self.result.chunks_done += 1
+        return counters
+
+    def unused(self, chunk, attempt):
+        self._add(catalog_requests=attempt.requests, throttled=attempt.throttled)
 
 
 def run_in_process(
     run: SweepRun,
     client: CatalogSource,
     *,
-    attempts: int,
-    sleep: Callable[[float], None],
-    backoff: Callable[[int, BaseException], float],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
     on_chunk: Callable[[SweepChunk, SyncCounters], None] | None = None,
 ) -> SweepRun:
     """The same sweep, run in this process chunk by chunk (``sync_catalog`` without --async).
 
+    A chunk whose fetch failed is retried here by the one retry rule (``next_retry`` with
+    ``policy``); one that keeps failing stops the sweep (what earlier chunks wrote stays).
+    Whatever ends this function early (a failed chunk, an exception, KeyboardInterrupt) leaves
+    the run stopped, never running; a run taken over by another trigger while this process
+    waited is left to it (returned still running).
+    """
+    book = _RunBook(run)
+    try:
+        if _drive(book, client, policy=policy, sleep=sleep, on_chunk=on_chunk):
+            complete_if_done(run.pk)
+            run.refresh_from_db()
+            if run.status == SweepStatus.RUNNING:  # cannot happen unless chunks were added behind us
+                stop_run(run, "the in-process sweep ended with chunks still pending")
+    except SweepTakenOver as exc:
+        log.warning("catalog sweep: %s; this process stops", exc)
+    except BaseException as exc:  # an error or KeyboardInterrupt: free the lease before re-raising
+        stop_run(run, f"interrupted: {type(exc).__name__}: {exc}")
+        raise
+    run.refresh_from_db()
+    return run
+
+
+def dry_run(
+    client: CatalogSource,
+    *,
+    page_size: int,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None] = time.sleep,
+    on_chunk: Callable[[SweepChunk, SyncCounters], None] | None = None,
+) -> DryRun:
+    """The in-process sweep as a preview (``sync_catalog --dry-run``): the same chunks, fetches
+    and retries, every change collected and nothing written (no overview, no sweep record). A
+    chunk that keeps failing stops it (``completed`` False, ``error`` says why)."""
+    book = _DryBook(page_size)
+    book.result.completed = _drive(book, client, policy=policy, sleep=sleep, on_chunk=on_chunk)
+    return book.result
+
+
+def _drive(
+    book: _Book,
+    client: CatalogSource,
+    *,
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    on_chunk: Callable[[SweepChunk, SyncCounters], None] | None,
+) -> bool:
+    """Run every chunk of ``book`` in this process; True when all were done, False when one
+    failed for good (``book.failed`` was told).
+
     Pipelined: while this thread reads, compares and writes chunk k, a second thread already
-    fetches chunk k+1 from the catalog, so the catalog's latency overlaps our own work. A chunk
-    whose fetch failed is retried here, synchronously; one that keeps failing stops the sweep
-    (what earlier chunks wrote stays). Fetches hold a lock, so each one's cost (the client's
-    ``requests_made`` before and after) is exactly its own. Whatever ends this function early
-    (a failed chunk, an exception, KeyboardInterrupt) leaves the run stopped, never running.
+    fetches chunk k+1 from the catalog, so the catalog's latency overlaps our own work. Fetches
+    hold a lock, so each one's cost (the client's ``requests_made`` before and after) is exactly
+    its own. Raises ``SweepTakenOver`` when the book's run is no longer ours after a wait; on any
+    exception, the prefetched chunk's cost is still counted.
     """
     fetch_lock = threading.Lock()
 
     def fetch(rows: list[SyncRow]) -> _Attempt:
         with fetch_lock:
             requests, throttled = client.requests_made, getattr(client, "throttled_responses", 0)
+            started_at = timezone.now()
             try:
                 fetched, error = fetch_runs(rows, client), None
             except CatalogError as exc:
@@ -454,86 +624,62 @@ def run_in_process(
                 error,
                 client.requests_made - requests,
                 getattr(client, "throttled_responses", 0) - throttled,
+                started_at,
             )
-
-    def chunks() -> Iterator[SweepChunk]:
-        yield from pending_chunks(run)
-        yield from (chunk for batch in plan_chunks(run) for chunk in batch)
 
     def complete(chunk: SweepChunk, rows: list[SyncRow], fetching: Future[_Attempt]) -> bool:
-        attempt, retries = fetching.result(), 0
+        first = attempt = fetching.result()
+        retries = tries = 0
         while attempt.error is not None:
             exc = attempt.error
-            if not exc.retryable or retries + 1 >= attempts:
+            tries += 1
+            plan = next_retry(exc, retries, policy)
+            if plan is None:
                 error = (
-                    f"chunk {chunk.seq} ({chunk.first_key}..) failed after {retries + 1} attempt(s): "
+                    f"chunk {chunk.seq} ({chunk.first_key}..) failed after {tries} attempt(s): "
                     f"{type(exc).__name__}: {exc}"
                 )
-                finish_chunk(
-                    run.pk,
-                    chunk.pk,
-                    ChunkOutcome(SyncCounters(), attempt.requests, throttled=attempt.throttled, error=error),
-                    may_complete=False,
-                )
-                stop_run(run, error)
+                book.failed(chunk, attempt, error, first)
                 return False
-            record_attempt(
-                run.pk, chunk.pk, requests=attempt.requests, throttled=attempt.throttled, retried=True
-            )
-            delay = backoff(retries, exc)
-            retries += 1
-            log.warning("catalog sweep: chunk %s: %s; retrying in %.1fs", chunk.seq, exc, delay)
-            sleep(delay)
-            if not heartbeat(run.pk, run.owner):  # a long wait: another trigger may own it now
-                raise SweepTakenOver(f"sweep #{run.pk} was taken over while chunk {chunk.seq} waited")
+            book.retrying(chunk, attempt, spends=plan.spends)
+            retries = plan.retries
+            log.warning("catalog sweep: chunk %s: %s; retrying in %.1fs", chunk.seq, exc, plan.delay)
+            sleep(plan.delay)
+            if not book.still_ours():  # a long wait: another trigger may own it now
+                raise SweepTakenOver(f"sweep #{chunk.run_id} was taken over while chunk {chunk.seq} waited")
             attempt = fetch(rows)
-        counters = apply_runs(rows, attempt.fetched).counters
-        finish_chunk(
-            run.pk, chunk.pk, ChunkOutcome(counters, attempt.requests, throttled=attempt.fetched.throttled)
-        )
+        counters = book.done(chunk, rows, attempt)
         if on_chunk:
             on_chunk(chunk, counters)
         return True
+
+    def count_unused(prefetched: tuple[SweepChunk, list[SyncRow], Future[_Attempt]] | None) -> None:
+        if prefetched is None:
+            return
+        chunk, _, future = prefetched
+        try:
+            attempt = future.result()
+        except BaseException:
+            return
+        book.unused(chunk, attempt)
 
     fetcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-fetch")
     in_flight: tuple[SweepChunk, list[SyncRow], Future[_Attempt]] | None = None
     following: tuple[SweepChunk, list[SyncRow], Future[_Attempt]] | None = None
     try:
-        for chunk in chunks():
+        for chunk in book.chunks():
             rows = chunk_overviews(chunk.first_key, chunk.last_key)
             following = (chunk, rows, fetcher.submit(fetch, rows))
             if in_flight is not None and not complete(*in_flight):
-                _count_unused(run, following)
-                run.refresh_from_db()
-                return run
+                count_unused(following)
+                return False
             in_flight, following = following, None
-        if in_flight is not None and not complete(*in_flight):
-            return run
-        complete_if_done(run.pk)
-        run.refresh_from_db()
-        if run.status == SweepStatus.RUNNING:  # cannot happen unless chunks were added behind us
-            stop_run(run, "the in-process sweep ended with chunks still pending")
-        return run
-    except SweepTakenOver as exc:
-        log.warning("catalog sweep: %s; this process stops", exc)
-        run.refresh_from_db()
-        return run
-    except BaseException as exc:  # an error or KeyboardInterrupt: free the lease before re-raising
-        stop_run(run, f"interrupted: {type(exc).__name__}: {exc}")
-        if following is not None:
-            _count_unused(run, following)
+        return in_flight is None or complete(*in_flight)
+    except SweepTakenOver:
+        raise
+    except BaseException:
+        count_unused(following)
         raise
     finally:
         fetcher.submit(connections.close_all)  # the fetch thread's own connections (rate table)
         fetcher.shutdown(wait=True)
-
-
-def _count_unused(run: SweepRun, prefetched: tuple[SweepChunk, list[SyncRow], Future[_Attempt]]) -> None:
-    """A prefetched chunk whose result will not be used (the sweep stopped): its requests were
-    sent all the same, so they are counted on its (cancelled) row."""
-    chunk, _, future = prefetched
-    try:
-        attempt = future.result()
-    except BaseException:
-        return
-    record_attempt(run.pk, chunk.pk, requests=attempt.requests, throttled=attempt.throttled)

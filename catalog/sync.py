@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -27,8 +26,6 @@ from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog.mapping import RefusedRecord, map_course_run
-from catalog.retry import backoff_delay
-from catalog_client.errors import CatalogError
 from overviews.models import CATALOG_FIELDS, SYNC_FIELDS, CatalogStatus, CourseOverview
 
 log = logging.getLogger("catalog.sync")
@@ -49,7 +46,9 @@ class CatalogSource(Protocol):
 
 @dataclass
 class SyncCounters:
-    """Counters of one sync (a page, a refresh or a whole sweep); ``+=`` adds them up."""
+    """Counters of one sync (a page, a refresh or a chunk); ``+=`` adds them up. Its course
+    counters are ``catalog.models.COURSE_COUNTERS`` (a test holds them equal), plus ``ignored``,
+    which no sweep record keeps."""
 
     seen: int = 0
     updated: int = 0
@@ -445,87 +444,3 @@ def record_attempt(keys: Sequence[CourseKey | str]) -> int:
         .filter(Q(catalog_attempted_at__isnull=True) | Q(catalog_attempted_at__lt=now))
         .update(catalog_attempted_at=now)
     )
-
-
-def record_error(overviews: Sequence[CourseOverview | SyncRow], message: str) -> None:
-    """``record_failure`` for rows already read (kept for existing callers)."""
-    record_failure([ov.id for ov in overviews], message)
-
-
-def overview_pages(
-    page_size: int, *, after: str | None = None, keys: Sequence[CourseKey] | None = None
-) -> Iterator[list[CourseOverview]]:
-    """Our own overviews in keyset order (by primary key), ``page_size`` rows a query.
-
-    Keyset pagination never skips or repeats a row when rows are added or removed meanwhile, and
-    each page costs one indexed query however deep into the table it is.
-    """
-    if page_size < 1:
-        raise ValueError("page_size must be at least 1")
-    last: Any = after
-    while True:
-        qs = CourseOverview.objects.only(*READ_FIELDS).order_by("id")
-        if keys is not None:
-            qs = qs.filter(id__in=keys)
-        if last is not None:
-            qs = qs.filter(id__gt=last)
-        page = list(qs[:page_size])
-        if not page:
-            return
-        yield page
-        if len(page) < page_size:
-            return
-        last = page[-1].id
-
-
-@dataclass
-class SweepResult:
-    counters: SyncCounters
-    completed: bool
-    error: str = ""
-    pages: int = 0
-    retries: int = 0
-    changes: list[Change] = field(default_factory=list)
-
-
-def sweep(
-    client: CatalogSource,
-    *,
-    page_size: int,
-    dry_run: bool = False,
-    attempts: int = 5,
-    sleep: Callable[[float], None] | None = None,
-    backoff: Callable[[int, BaseException], float] | None = None,
-    on_page: Callable[[PageResult], None] | None = None,
-    keys: Sequence[CourseKey] | None = None,
-) -> SweepResult:
-    """Synchronous full resync, page by page. A page that keeps failing stops the sweep (the
-    catalog is most likely down); what earlier pages wrote stays."""
-    sleep = sleep or time.sleep
-    backoff = backoff or (lambda attempt, exc: backoff_delay(attempt, exc=exc))
-    total = SweepResult(SyncCounters(), completed=False)
-    for page in overview_pages(page_size, keys=keys):
-        for attempt in range(attempts):
-            try:
-                page_result = sync_overviews(page, client, dry_run=dry_run)
-                break
-            except CatalogError as exc:
-                if not exc.retryable or attempt + 1 >= attempts:
-                    total.error = (
-                        f"page after {page[0].id} failed after {attempt + 1} attempt(s): "
-                        f"{type(exc).__name__}: {exc}"
-                    )
-                    log.error("catalog sync: sweep stopped: %s", total.error)
-                    return total
-                total.retries += 1
-                delay = backoff(attempt, exc)
-                log.warning("catalog sync: page after %s: %s; retrying in %.1fs", page[0].id, exc, delay)
-                sleep(delay)
-        total.pages += 1
-        total.counters += page_result.counters
-        if dry_run:
-            total.changes.extend(page_result.changes)
-        if on_page:
-            on_page(page_result)
-    total.completed = True
-    return total

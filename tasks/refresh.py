@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from celery.exceptions import Retry, SoftTimeLimitExceeded
-from django.db import DatabaseError
 from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from opaque_keys import InvalidKeyError
@@ -27,13 +25,14 @@ import celeryconfig as conf
 from catalog import coalesce
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
 from catalog.newcourse import new_course_recheck_delay
-from catalog.refresh import failure_text, record_failure, refresh_courses
-from catalog.retry import next_retry
-from catalog_client.errors import CatalogError, CatalogRetryableError, CatalogTimeout
+from catalog.refresh import RefreshOutcome, failure_text, record_failure, refresh_courses
+from catalog.retry import RetryPlan
+from catalog_client.errors import CatalogError
 from observability.metrics import counts_refreshes
 from overviews.keys import parse_course_key
 from overviews.models import CatalogStatus, CourseOverview
 from tasks.app import app
+from tasks.base import CatalogTask
 
 log = logging.getLogger("tasks.refresh")
 
@@ -57,10 +56,6 @@ REQUEUE_SCAN_PER_TICK = 50_000
 BROKER_RETRY_AFTER = 10.0
 
 _broker_down_until = 0.0
-
-
-class TransientDatabaseError(CatalogRetryableError):
-    """Our own database failed transiently (locked, restarting); retried like a catalog 503."""
 
 
 @dataclass
@@ -191,21 +186,18 @@ def requeue_refreshes() -> str:
 
 @app.task(
     name="catalog_sync.refresh_course",
+    base=CatalogTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=conf.REFRESH_SOFT_TIME_LIMIT,
     time_limit=conf.REFRESH_TIME_LIMIT,
-    max_retries=None,  # the budget is next_retry's, over Celery's count of retries spent
     ignore_result=True,
 )
-def refresh_course(self, course_key: str, retries: int = 0) -> str:
+def refresh_course(self: CatalogTask, course_key: str) -> str:
     """Fetch one course's catalog data (a CCX course: its master's) and write what changed.
-
-    Retries count in Celery's own ``request.retries`` (the message's header): a fleet pause goes
-    back to the queue with the count unchanged, anything else retryable spends one. ``retries``
-    is read only from messages that an earlier version queued with the count in their kwargs.
-    """
+    Failures go to the retry rule (``CatalogTask.retry_or_give_up``); giving up on a retryable
+    one records it on the row (the sweep repairs it)."""
     try:
         key = parse_course_key(course_key)
     except InvalidKeyError:
@@ -216,60 +208,64 @@ def refresh_course(self, course_key: str, retries: int = 0) -> str:
         coalesce.clear_pending(course_key)  # the outbox marker stays: fetched once calls are back
         log.info("catalog task: %s not fetched: %s", course_key, reason)
         return "disabled"
-    retries = max(self.request.retries or 0, retries)
     token = coalesce.acquire_running(course_key, ttl=conf.REFRESH_TIME_LIMIT + 5, owner=self.request.id)
     if token is None:
         # Another fetch of this course is running: come back after it (a new message, with the
         # retries spent so far); `pending` stays set so further requests coalesce here.
-        refresh_course.apply_async((course_key,), countdown=conf.PUBLISH_COALESCE_WINDOW, retries=retries)
+        refresh_course.apply_async(
+            (course_key,), countdown=conf.PUBLISH_COALESCE_WINDOW, retries=self.request.retries or 0
+        )
         return "deferred"
     started = timezone.now()  # requests after this moment keep their marker: they need a later fetch
-    error: CatalogError
     try:
-        coalesce.clear_pending(course_key)
-        client = shared_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS)
-        outcome = refresh_courses([key], client)
+        outcome = self.guarded(_fetch, key, course_key)
     except CatalogCallsDisabled as exc:
         log.info("catalog task: %s not fetched: %s", course_key, exc)
         return "disabled"
-    except SoftTimeLimitExceeded:
-        error = CatalogTimeout(f"task soft time limit ({conf.REFRESH_SOFT_TIME_LIMIT}s) exceeded")
-    except DatabaseError as exc:
-        error = TransientDatabaseError(f"database error: {exc}")
-    else:
-        if outcome.not_found:
-            log.info("catalog task: no overview for %s (deleted?); nothing to do", course_key)
-            return "no-overview"
-        if outcome.error is None:
-            coalesce.clear_requested([key], not_after=started)
-            if _recheck_if_new_and_missing(course_key):
-                return "missing-recheck"
-            return "ok"
-        error = outcome.error  # a permanent one is already recorded on the row
+    except CatalogError as exc:
+        outcome = RefreshOutcome(error=exc)
     finally:
         coalesce.release_running(course_key, token)
-    plan = next_retry(error, retries, conf.REFRESH_RETRY_POLICY)
-    if plan is None:
+    if outcome.not_found:
+        log.info("catalog task: no overview for %s (deleted?); nothing to do", course_key)
+        return "no-overview"
+    if outcome.error is None:
+        coalesce.clear_requested([key], not_after=started)
+        if _recheck_if_new_and_missing(course_key):
+            return "missing-recheck"
+        return "ok"
+    error = outcome.error  # a permanent one is already recorded on the row
+
+    def give_up() -> str:
         if error.retryable:
             record_failure([key], failure_text(error), started_at=started)
             log.error(
                 "catalog task: %s gave up after %d retries: %s (recorded on the row; the sweep repairs it)",
                 course_key,
-                retries,
+                self.request.retries or 0,
                 error,
             )
         coalesce.clear_requested([key], not_after=started)
         return "gave-up" if error.retryable else "error"
-    countdown, after = plan
-    # Requests during the wait coalesce into this retry: it fetches after them.
-    coalesce.hold_pending(course_key, ttl=countdown + PENDING_SLACK)
-    if after > retries:
-        log.warning("catalog task: %s: %s; retry %d in %.1fs", course_key, error, after, countdown)
-        raise self.retry(countdown=countdown, exc=error)
-    log.warning(
-        "catalog task: %s: %s; fleet paused, again in %.1fs (no retry spent)", course_key, error, countdown
-    )
-    raise _again_unspent(self, countdown, error)
+
+    def before_retry(plan: RetryPlan) -> None:
+        # Requests during the wait coalesce into this retry: it fetches after them.
+        coalesce.hold_pending(course_key, ttl=plan.delay + PENDING_SLACK)
+        log.warning(
+            "catalog task: %s: %s; %s in %.1fs",
+            course_key,
+            error,
+            f"retry {plan.retries}" if plan.spends else "fleet paused, again (no retry spent)",
+            plan.delay,
+        )
+
+    return self.retry_or_give_up(error, give_up=give_up, before_retry=before_retry)
+
+
+def _fetch(key: CourseKey, course_key: str) -> RefreshOutcome:
+    coalesce.clear_pending(course_key)  # requests from now on need a fetch after this one
+    client = shared_client(timeout_budget=conf.REFRESH_SOFT_TIME_LIMIT / conf.REFRESH_HTTP_ATTEMPTS)
+    return refresh_courses([key], client)
 
 
 def _recheck_if_new_and_missing(course_key: str) -> bool:
@@ -283,13 +279,3 @@ def _recheck_if_new_and_missing(course_key: str) -> bool:
         return False
     log.info("catalog task: %s is new and not in the catalog yet; looking again in %.0fs", course_key, delay)
     return enqueue_refresh(course_key, countdown=delay)
-
-
-def _again_unspent(task, countdown: float, exc: CatalogError) -> BaseException:
-    """This message again in ``countdown`` seconds with its retry count unchanged (``Task.retry``
-    always adds one). Called directly (tests), the error itself is raised, as ``Task.retry`` does."""
-    request = task.request
-    if request.called_directly:
-        return exc
-    task.signature_from_request(request, countdown=countdown, retries=request.retries).apply_async()
-    return Retry(exc=exc, when=countdown)

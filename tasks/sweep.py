@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from celery.exceptions import SoftTimeLimitExceeded
-from django.db import DatabaseError
+from django.utils import timezone
 
 import celeryconfig as conf
 from catalog.connection import CatalogCallsDisabled, shared_client, why_calls_are_off
 from catalog.models import ChunkStatus, SweepChunk
-from catalog.retry import next_retry
+from catalog.retry import RetryPlan
 from catalog.sweep import (
     ChunkOutcome,
     SweepTakenOver,
@@ -22,10 +21,10 @@ from catalog.sweep import (
     start_sweep,
     sync_chunk,
 )
-from catalog.sync import SyncCounters
-from catalog_client.errors import CatalogError, CatalogTimeout
+from catalog.sync import SyncCounters, failure_text
+from catalog_client.errors import CatalogError
 from tasks.app import app
-from tasks.refresh import TransientDatabaseError
+from tasks.base import CatalogTask
 
 log = logging.getLogger("tasks.sweep")
 
@@ -73,23 +72,20 @@ def _dispatch(run_id: int, chunk) -> None:
 
 @app.task(
     name="catalog_sync.sweep_chunk",
+    base=CatalogTask,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT,
     time_limit=conf.SWEEP_CHUNK_TIME_LIMIT,
-    max_retries=None,  # counted in `retries` by catalog.retry.next_retry (pauses spend none)
     ignore_result=True,
 )
-def sweep_chunk(
-    self, run_id: int, chunk_id: int, first_key: str, last_key: str, retries: int = 0, throttled: int = 0
-) -> str:
-    """Sync one chunk of a sweep; retryable errors retry with backoff, like the per-course task.
+def sweep_chunk(self: CatalogTask, run_id: int, chunk_id: int, first_key: str, last_key: str) -> str:
+    """Sync one chunk of a sweep; failures go to the retry rule, like the per-course task's.
 
-    ``retries`` is the retry policy's budget spent so far (fleet pauses spend none). Each failed
-    attempt's cost (catalog requests, 429s, the retry) is added to the chunk row and the run at
-    once (``record_attempt``); ``throttled`` is accepted from messages queued by older versions
-    and otherwise unused."""
+    Each failed attempt's cost (catalog requests, 429s, the retry) is added to the chunk row and
+    the run at once (``record_attempt``). Giving up finishes the chunk failed, which records the
+    failure on its courses' rows."""
     if not SweepChunk.objects.filter(pk=chunk_id, status=ChunkStatus.PENDING).exists():
         log.info("catalog sweep: chunk %s of sweep #%s already finished; not run again", chunk_id, run_id)
         return "already-finished"
@@ -101,41 +97,38 @@ def sweep_chunk(
         log.info("catalog sweep: chunk %s of sweep #%s not run: %s", chunk_id, run_id, exc)
         return "disabled"  # stays pending; the next trigger resumes the sweep once calls are back
     requests_before, throttled_before = client.requests_made, client.throttled_responses
-    error: CatalogError
+    started = timezone.now()
     try:
-        counters = sync_chunk(first_key, last_key, client)
-    except SoftTimeLimitExceeded:
-        error = CatalogTimeout(f"chunk soft time limit ({conf.SWEEP_CHUNK_SOFT_TIME_LIMIT}s) exceeded")
+        counters = self.guarded(sync_chunk, first_key, last_key, client)
     except CatalogError as exc:
         error = exc
-    except DatabaseError as exc:  # a locked or restarting database is worth a retry, like a 503
-        error = TransientDatabaseError(f"database error: {exc}")
-    else:
-        outcome = ChunkOutcome(
-            counters,
-            requests=client.requests_made - requests_before,
-            throttled=client.throttled_responses - throttled_before,
-        )
-        finish_chunk(run_id, chunk_id, outcome)
-        return "done"
-    requests = client.requests_made - requests_before
-    throttled = client.throttled_responses - throttled_before
-    plan = next_retry(error, retries, conf.REFRESH_RETRY_POLICY)
-    if plan is not None:
-        countdown, spent = plan
-        record_attempt(run_id, chunk_id, requests=requests, throttled=throttled, retried=spent > retries)
-        log.warning(
-            "catalog sweep: chunk %s of sweep #%s: %s; retry %d in %.1fs",
-            chunk_id,
-            run_id,
-            error,
-            spent,
-            countdown,
-        )
-        raise self.retry(countdown=countdown, kwargs={"retries": spent}, exc=error)
-    log.error("catalog sweep: chunk %s of sweep #%s failed: %s", chunk_id, run_id, error)
+        cost = {
+            "requests": client.requests_made - requests_before,
+            "throttled": client.throttled_responses - throttled_before,
+        }
+
+        def give_up() -> str:
+            log.error("catalog sweep: chunk %s of sweep #%s failed: %s", chunk_id, run_id, error)
+            outcome = ChunkOutcome(SyncCounters(), **cost, error=failure_text(error), started_at=started)
+            finish_chunk(run_id, chunk_id, outcome)
+            return "failed"
+
+        def before_retry(plan: RetryPlan) -> None:
+            record_attempt(run_id, chunk_id, **cost, retried=plan.spends)
+            log.warning(
+                "catalog sweep: chunk %s of sweep #%s: %s; %s in %.1fs",
+                chunk_id,
+                run_id,
+                error,
+                f"retry {plan.retries}" if plan.spends else "fleet paused, again (no retry spent)",
+                plan.delay,
+            )
+
+        return self.retry_or_give_up(error, give_up=give_up, before_retry=before_retry)
     outcome = ChunkOutcome(
-        SyncCounters(), requests=requests, throttled=throttled, error=f"{type(error).__name__}: {error}"
+        counters,
+        requests=client.requests_made - requests_before,
+        throttled=client.throttled_responses - throttled_before,
     )
     finish_chunk(run_id, chunk_id, outcome)
-    return "failed"
+    return "done"

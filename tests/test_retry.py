@@ -21,21 +21,22 @@ def test_retryable_errors_spend_the_budget_then_give_up():
     exc = CatalogServerError("503", status=503)
     retries = 0
     for _ in range(POLICY.max_retries):
-        countdown, retries = next_retry(exc, retries, POLICY)
-        assert 0 <= countdown <= POLICY.cap
+        countdown, after, spends = next_retry(exc, retries, POLICY)
+        assert 0 <= countdown <= POLICY.cap and spends and after == retries + 1
+        retries = after
     assert retries == 3 and next_retry(exc, retries, POLICY) is None
 
 
 def test_retry_after_is_a_floor_and_max_countdown_a_ceiling():
-    countdown, spent = next_retry(CatalogThrottled("429", retry_after=300), 0, POLICY)
+    countdown, spent, _ = next_retry(CatalogThrottled("429", retry_after=300), 0, POLICY)
     assert countdown == 300 and spent == 1
-    countdown, _ = next_retry(CatalogThrottled("429", retry_after=3600), 0, POLICY)
+    countdown, _, _ = next_retry(CatalogThrottled("429", retry_after=3600), 0, POLICY)
     assert countdown == POLICY.max_countdown
 
 
 def test_a_fleet_pause_waits_without_spending_a_retry():
     pause = CatalogThrottled("fleet paused", status=None, retry_after=42)
-    assert next_retry(pause, 3, POLICY) == (42, 3)  # even with the budget spent
+    assert next_retry(pause, 3, POLICY) == (42, 3, False)  # even with the budget spent
 
 
 def test_backoff_is_full_jitter_under_an_exponential_ceiling():

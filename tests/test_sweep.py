@@ -22,12 +22,21 @@ from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog import sweep as sweeps
-from catalog.models import CatalogIntegration, ChunkStatus, RateWindow, SweepChunk, SweepRun, SweepStatus
+from catalog.models import (
+    SWEEP_COUNTERS,
+    CatalogIntegration,
+    ChunkStatus,
+    RateWindow,
+    SweepChunk,
+    SweepRun,
+    SweepStatus,
+)
 from catalog.refresh import refresh_courses
+from catalog.retry import in_process_policy
 from catalog.sync import SyncCounters
 from catalog.throttle import FleetThrottle, admit
 from catalog_client.client import CatalogClient
-from catalog_client.errors import CatalogServerError, CatalogThrottled
+from catalog_client.errors import CatalogThrottled
 from overviews.models import CourseOverview
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
@@ -60,30 +69,26 @@ def _plan_all(run):
 
 def _assert_run_is_the_sum_of_its_chunks(run):
     run.refresh_from_db()
-    sums = run.chunks.aggregate(
-        seen=Sum("seen"),
-        updated=Sum("updated"),
-        unchanged=Sum("unchanged"),
-        errored=Sum("errored"),
-        requests=Sum("catalog_requests"),
-        retries=Sum("retries"),
-        throttled=Sum("throttled"),
-    )
-    assert sums == {
-        "seen": run.courses_seen,
-        "updated": run.courses_updated,
-        "unchanged": run.courses_unchanged,
-        "errored": run.courses_errored,
-        "requests": run.catalog_requests,
-        "retries": run.retries,
-        "throttled": run.throttled,
-    }
+    sums = run.chunks.aggregate(**{name: Sum(name, default=0) for name in SWEEP_COUNTERS})
+    assert sums == sweeps.run_counters(run)
     assert run.chunks_done == run.chunks.filter(status__in=["done", "failed"]).count()
     assert run.chunks_failed == run.chunks.filter(status="failed").count()
 
 
+def _bounded_sleep(limit=50):
+    """A sleep that records its waits and fails the test when retries never end."""
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        assert len(slept) < limit, "the retries never ended: the retry count did not advance"
+
+    sleep.slept = slept
+    return sleep
+
+
 def _run(client, run, attempts=3):
-    return sweeps.run_in_process(run, client, attempts=attempts, sleep=lambda s: None, backoff=lambda a, e: 0)
+    return sweeps.run_in_process(run, client, policy=in_process_policy(attempts), sleep=_bounded_sleep())
 
 
 def test_a_second_trigger_during_a_sweep_does_nothing():
@@ -311,23 +316,80 @@ def test_the_chunk_task_syncs_its_range_and_completes_the_run(wire):
     assert len(wire.calls) == calls
 
 
-def test_the_chunk_task_counts_each_failed_attempt_on_the_rows_as_it_happens(wire):
+def _deliver_chunk(chunk, retries: int):
+    """One delivery of a chunk's message with this retry count, as a worker runs it: what the task
+    returned, or the options of the message it sent for its retry."""
+    from celery.exceptions import Retry
+
     from tasks.sweep import sweep_chunk
 
+    args = (chunk.run_id, chunk.pk, chunk.first_key, chunk.last_key)
+    sweep_chunk.push_request(args=args, kwargs={}, retries=retries, id="chunk-1", called_directly=False)
+    try:
+        with mock.patch.object(sweep_chunk, "apply_async") as apply_async:
+            try:
+                return sweep_chunk.run(*args), None
+            except Retry:
+                (options,) = [c.kwargs for c in apply_async.call_args_list]
+                return None, options
+    finally:
+        sweep_chunk.pop_request()
+
+
+def test_the_chunk_task_counts_each_failed_attempt_on_the_rows_as_it_happens(wire):
     _courses(wire, 6)
     run = sweeps.start_sweep("beat", page_size=10)
     (chunk,) = _plan_all(run)
     wire.before_list = lambda w: (503, {}, "down") if w.list_requests <= 2 else None
-    for attempt in range(2):  # called directly, self.retry re-raises the error
-        with pytest.raises(CatalogServerError):
-            sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key, retries=attempt)
+    retries = 0
+    for attempt in range(2):
+        returned, options = _deliver_chunk(chunk, retries)
+        assert returned is None and options["retries"] == attempt + 1  # Celery's count, advanced
+        retries = options["retries"]
         row = SweepChunk.objects.get(pk=chunk.pk)
         assert (row.status, row.retries) == ("pending", attempt + 1)
-    assert sweep_chunk(run.pk, chunk.pk, chunk.first_key, chunk.last_key, retries=2) == "done"
+    assert _deliver_chunk(chunk, retries) == ("done", None)
     run.refresh_from_db()
     assert run.status == SweepStatus.COMPLETE and (run.retries, run.courses_updated) == (2, 6)
     assert run.catalog_requests == 4 == len(wire.calls)  # token, two 503s, the answer
     _assert_run_is_the_sum_of_its_chunks(run)
+
+
+def test_the_chunk_task_spends_celerys_retry_count_then_fails_the_chunk_on_its_rows(wire):
+    import celeryconfig as conf
+
+    rows = _courses(wire, 4)
+    CourseOverview.objects.filter(id=rows[0].id).update(marketing_url="https://keep.example/x")
+    run = sweeps.start_sweep("beat", page_size=10)
+    (chunk,) = _plan_all(run)
+    wire.before_list = lambda w: (503, {}, "down")
+    seen, retries = [], 0
+    for _ in range(3 * conf.REFRESH_MAX_RETRIES):  # a count that never advanced would loop on
+        returned, options = _deliver_chunk(chunk, retries)
+        if returned is not None:
+            break
+        retries = options["retries"]
+        seen.append(retries)
+    assert returned == "failed"
+    assert seen == list(range(1, conf.REFRESH_MAX_RETRIES + 1))
+    row = SweepChunk.objects.get(pk=chunk.pk)
+    assert (row.status, row.retries, row.errored) == ("failed", conf.REFRESH_MAX_RETRIES, 4)
+    # the failure is on every course of the chunk, with its values kept ("last attempted" too)
+    courses = CourseOverview.objects.order_by("id")
+    assert {(c.catalog_status, "503" in c.catalog_error) for c in courses} == {("error", True)}
+    assert all(c.catalog_attempted_at is not None for c in courses)
+    assert CourseOverview.objects.get(id=rows[0].id).marketing_url == "https://keep.example/x"
+
+
+def test_a_fleet_pause_sends_the_chunk_again_without_spending_a_retry(wire):
+    _courses(wire, 3)
+    run = sweeps.start_sweep("beat", page_size=10)
+    (chunk,) = _plan_all(run)
+    pause = CatalogThrottled("fleet paused", status=None, retry_after=7)
+    with mock.patch("tasks.sweep.sync_chunk", side_effect=pause):
+        returned, options = _deliver_chunk(chunk, 12)  # even with the budget spent
+    assert returned is None and (options["retries"], options["countdown"]) == (12, 7)
+    assert SweepChunk.objects.get(pk=chunk.pk).retries == 0  # a pause spends none
 
 
 def test_a_rate_below_one_per_second_spaces_requests_instead_of_blocking_them():
@@ -536,7 +598,55 @@ def test_an_in_process_sweep_taken_over_while_it_waited_stops_and_leaves_the_run
         _stale(run)
         taken.append(sweeps.start_sweep("beat"))
 
-    result = sweeps.run_in_process(run, catalog_client, attempts=3, sleep=sleep, backoff=lambda a, e: 0)
+    result = sweeps.run_in_process(run, catalog_client, policy=in_process_policy(3), sleep=sleep)
     assert taken[0].pk == run.pk and result.status == SweepStatus.RUNNING
     assert result.owner == taken[0].owner != first_owner
     assert result.chunks.filter(status=ChunkStatus.PENDING).count() == 2  # left for the new owner
+
+
+# -- production clients are built with the fleet throttle --------------------------------------
+
+
+@pytest.mark.parametrize("build", ["build_client", "shared_client"])
+def test_production_clients_carry_the_fleet_throttle_at_the_configured_rate(wire, build):
+    """Every catalog request of a task, a sweep or a command goes through the fleet-wide gate:
+    a client built without it would let each worker spend the catalog's quota on its own."""
+    from catalog import connection as catalog_connection
+
+    CatalogIntegration.objects.create(enabled=True, rate_limit_per_second=50)
+    rows = _courses(wire, 3)
+    client = getattr(catalog_connection, build)()
+    assert isinstance(client.gate, FleetThrottle) and client.gate.rate == 50
+    client.get_course_runs([str(ov.id) for ov in rows])
+    # every API request it sent took a slot of the shared rate window (the token request is not
+    # an API request: the catalog's throttle does not count it)
+    assert RateWindow.objects.aggregate(used=Sum("used"))["used"] == wire.list_requests == 1
+    if build == "build_client":
+        client.close()
+
+
+def test_the_ten_counters_are_declared_once_and_every_record_carries_each(wire):
+    """``SWEEP_COUNTERS`` is the list: the chunk and run rows, the roll-up and the command's
+    summary line are derived from it, and the sync's own counters match its course counters."""
+    import dataclasses
+
+    from catalog.models import COURSE_COUNTERS, RUN_COUNTER_FIELDS
+
+    assert len(SWEEP_COUNTERS) == len(set(SWEEP_COUNTERS)) == 10
+    sync_fields = {f.name for f in dataclasses.fields(SyncCounters)}
+    assert sync_fields == {*COURSE_COUNTERS, "catalog_requests", "ignored"}
+    for name in SWEEP_COUNTERS:
+        assert SweepChunk._meta.get_field(name).default == 0
+        assert SweepRun._meta.get_field(RUN_COUNTER_FIELDS[name]).default == 0
+
+    # every counter reaches the run, and the command prints each with the run's value
+    rows = _courses(wire, 7)
+    CourseOverview.objects.filter(id=rows[0].id).update(marketing_url="https://m.example/x")
+    wire.before_list = lambda w: (503, {}, "down") if w.list_requests == 1 else None
+    out = io.StringIO()
+    call_command("sync_catalog", "--no-progress", "--page-size", "3", stdout=out)
+    run = SweepRun.objects.get()
+    summary = dict(part.split("=", 1) for part in out.getvalue().split() if "=" in part)
+    assert {name: int(summary[name]) for name in SWEEP_COUNTERS} == sweeps.run_counters(run)
+    assert (run.courses_seen, run.retries, run.catalog_requests) == (7, 1, 5)  # token, 503, 3 pages
+    _assert_run_is_the_sum_of_its_chunks(run)

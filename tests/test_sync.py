@@ -8,7 +8,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from opaque_keys.edx.keys import CourseKey
 
-from catalog.sync import catalog_key_for, overview_pages, sweep, sync_overviews
+from catalog import sweep as sweeps
+from catalog.models import SweepRun
+from catalog.retry import in_process_policy
+from catalog.sync import catalog_key_for, sync_overviews
 from catalog_client.errors import CatalogError
 from overviews.models import CatalogStatus, CourseOverview
 from tests.factories import CourseOverviewFactory, catalog_run
@@ -120,46 +123,54 @@ def test_dry_run_reports_changes_and_writes_nothing(wire, catalog_client):
     assert ov.marketing_url is None and ov.catalog_status == CatalogStatus.NEVER
 
 
-def test_overview_pages_keyset_walk_never_skips_or_repeats_when_rows_are_added():
-    CourseOverviewFactory.create_batch(25)
-    seen = []
-    for i, page in enumerate(overview_pages(10)):
-        seen.extend(str(ov.id) for ov in page)
-        if i == 0:  # rows inserted before and after the cursor while walking
-            CourseOverviewFactory(id=CourseKey.from_string("course-v1:AAA+first+1"))
-            CourseOverviewFactory(id=CourseKey.from_string("course-v1:ZZZ+last+1"))
-    assert len(seen) == len(set(seen))
-    assert "course-v1:ZZZ+last+1" in seen
-    assert set(seen) >= {
-        str(k)
-        for k in CourseOverview.objects.exclude(id="course-v1:AAA+first+1").values_list("id", flat=True)
-    }
+def _bounded(sleep):
+    """``sleep``, failing the test when the retries never end (a count that does not advance)."""
+    calls = []
+
+    def bounded(seconds):
+        calls.append(seconds)
+        assert len(calls) < 50, "the retries never ended: the retry count did not advance"
+        if sleep is not None:
+            sleep(seconds)
+
+    return bounded
+
+
+def sweep(client, *, page_size, attempts=5, sleep=None):
+    """The one in-process sweep, as ``sync_catalog`` runs it."""
+    run = sweeps.start_sweep("command", page_size=page_size, in_process=True)
+    return sweeps.run_in_process(run, client, policy=in_process_policy(attempts), sleep=_bounded(sleep))
+
+
+def dry_run(client, *, page_size, attempts=5, sleep=None):
+    return sweeps.dry_run(
+        client, page_size=page_size, policy=in_process_policy(attempts), sleep=_bounded(sleep)
+    )
 
 
 @pytest.mark.parametrize("courses", [60, 240])
-def test_sql_queries_per_page_are_constant(wire, catalog_client, courses):
+def test_overview_updates_per_page_are_one_statement_and_a_second_sweep_only_stamps(
+    wire, catalog_client, courses
+):
     rows = CourseOverviewFactory.create_batch(courses)
     wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    table = CourseOverview._meta.db_table
     page_size = 30
+    pages = courses // page_size
+
+    def overview_writes(queries):
+        return [q["sql"] for q in queries.captured_queries if q["sql"].startswith(f'UPDATE "{table}"')]
+
     with CaptureQueriesContext(connection) as queries:
         result = sweep(catalog_client, page_size=page_size)
-    pages = courses // page_size
-    assert result.completed and result.counters.updated == courses
-    # per page: 1 keyset SELECT + 1 bulk UPDATE + SAVEPOINT/RELEASE (or BEGIN/COMMIT); plus the final
-    # empty SELECT that ends the walk. Independent of how many courses there are.
-    per_page = (len(queries.captured_queries) - 1) / pages
-    assert per_page <= 4, [q["sql"][:60] for q in queries.captured_queries[:8]]
-    assert per_page == int(per_page)
+    assert result.status == "complete" and result.courses_updated == courses
+    assert len(overview_writes(queries)) == pages  # one guarded write a page, whatever its size
 
     # A second sweep changes nothing but still stamps "last checked": the same one UPDATE a page.
     with CaptureQueriesContext(connection) as queries:
         again = sweep(catalog_client, page_size=page_size)
-    assert again.completed and (again.counters.updated, again.counters.unchanged) == (0, courses)
-    statements = [
-        q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))
-    ]
-    assert len([sql for sql in statements if sql.startswith("UPDATE")]) == pages
-    assert (len(statements) - 1) / pages <= 3
+    assert again.status == "complete" and (again.courses_updated, again.courses_unchanged) == (0, courses)
+    assert len(overview_writes(queries)) == pages
     assert CourseOverview.objects.filter(catalog_checked_at__isnull=True).count() == 0
 
 
@@ -169,10 +180,11 @@ def test_sweep_stops_when_a_page_keeps_failing_and_keeps_what_was_written(wire, 
     wire.before_list = lambda w: (503, {}, "down") if w.list_requests > 1 else None
     slept = []
     result = sweep(catalog_client, page_size=10, attempts=3, sleep=slept.append)
-    assert not result.completed and "CatalogServerError" in result.error
+    assert result.status == "failed" and "CatalogServerError" in result.error
     assert result.retries == 2 and len(slept) == 2
     assert CourseOverview.objects.filter(catalog_status=CatalogStatus.OK).count() == 10
-    assert CourseOverview.objects.filter(catalog_status=CatalogStatus.NEVER).count() == 10
+    # the failed page's courses say so (values kept: they had none)
+    assert CourseOverview.objects.filter(catalog_status=CatalogStatus.ERROR).count() == 10
 
 
 def test_sweep_retries_a_throttled_page_after_retry_after(wire, catalog_client):
@@ -182,7 +194,7 @@ def test_sweep_retries_a_throttled_page_after_retry_after(wire, catalog_client):
     wire.before_list = lambda w: next(answers, None)
     slept = []
     result = sweep(catalog_client, page_size=10, sleep=slept.append)
-    assert result.completed and result.counters.updated == 5
+    assert result.status == "complete" and result.courses_updated == 5
     assert slept and slept[0] >= 7
 
 
@@ -196,9 +208,39 @@ def test_sweep_is_immune_to_runs_inserted_between_page_requests(wire, catalog_cl
 
     wire.before_list = insert_early_run
     result = sweep(catalog_client, page_size=7)
-    assert result.completed and result.counters.updated == 50
+    assert result.status == "complete" and result.courses_updated == 50
     assert set(wire.requested_keys) == {str(ov.id) for ov in rows}
     assert set(wire.requested_keys.values()) == {1}
+
+
+def test_a_dry_run_is_the_same_sweep_and_writes_nothing_at_all(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(25)
+    wire.add(
+        *(catalog_run(str(ov.id), marketing_url=f"https://new.example/{i}") for i, ov in enumerate(rows))
+    )
+    answers = iter([(503, {}, "down")])
+    wire.before_list = lambda w: next(answers, None)
+    slept = []
+    before = list(CourseOverview.objects.order_by("id").values())
+    result = dry_run(catalog_client, page_size=10, sleep=slept.append)
+    assert result.completed and result.chunks_done == 3 and len(slept) == 1
+    assert (result.counters["seen"], result.counters["updated"], result.counters["retries"]) == (25, 25, 1)
+    # the token, the 503 and three pages
+    assert result.counters["catalog_requests"] == 5
+    assert {(c.course_key, c.field) for c in result.changes} >= {(str(ov.id), "marketing_url") for ov in rows}
+    assert list(CourseOverview.objects.order_by("id").values()) == before  # no overview written
+    assert not SweepRun.objects.exists()  # no sweep record, no lease
+
+
+def test_a_dry_run_whose_page_keeps_failing_is_incomplete_and_writes_nothing(wire, catalog_client):
+    CourseOverviewFactory.create_batch(5)
+    wire.before_list = lambda w: (503, {}, "down")
+    result = dry_run(catalog_client, page_size=10, attempts=2)
+    assert not result.completed and "after 2 attempt(s)" in result.error
+    assert result.counters["errored"] == 5 and result.counters["retries"] == 1
+    assert not CourseOverview.objects.exclude(catalog_status=CatalogStatus.NEVER).exists()
+    assert not CourseOverview.objects.filter(catalog_attempted_at__isnull=False).exists()
+    assert not SweepRun.objects.exists()
 
 
 def test_every_answered_row_is_stamped_checked_and_a_refused_one_only_attempted(wire, catalog_client):

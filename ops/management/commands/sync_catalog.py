@@ -7,9 +7,8 @@ from tqdm import tqdm
 import celeryconfig
 from catalog.connection import CatalogCallsDisabled, build_client
 from catalog.models import CatalogIntegration, SweepStatus, current_config
-from catalog.retry import backoff_delay
-from catalog.sweep import run_in_process, start_sweep, stop_run
-from catalog.sync import sweep as dry_run_sweep
+from catalog.retry import in_process_policy
+from catalog.sweep import counters_line, dry_run, run_counters, run_in_process, start_sweep, stop_run
 from overviews.models import CourseOverview
 from tasks.sweep import sweep
 
@@ -79,9 +78,8 @@ class Command(BaseCommand):
             run = run_in_process(
                 run,
                 client,
-                attempts=config.page_attempts,
+                policy=in_process_policy(config.page_attempts),
                 sleep=time.sleep,
-                backoff=lambda attempt, exc: backoff_delay(attempt, exc=exc),
                 on_chunk=lambda chunk, counters: bar.update(counters.seen),
             )
         except BaseException as exc:
@@ -91,11 +89,7 @@ class Command(BaseCommand):
         finally:
             bar.close()
         self.stdout.write(
-            f"sync_catalog {run.status}: sweep=#{run.pk} seen={run.courses_seen} "
-            f"updated={run.courses_updated} "
-            f"unchanged={run.courses_unchanged} missing={run.courses_missing} refused={run.courses_refused} "
-            f"errored={run.courses_errored} superseded={run.courses_superseded} "
-            f"catalog_requests={run.catalog_requests} retries={run.retries} throttled={run.throttled} "
+            f"sync_catalog {run.status}: sweep=#{run.pk} {counters_line(run_counters(run))} "
             f"pages={run.chunks_done} resumed={run.resumed} page_size={page_size or config.page_size} "
             f"seconds={time.monotonic() - started:.1f}"
         )
@@ -111,24 +105,27 @@ class Command(BaseCommand):
             )
 
     def _dry_run(self, client, page_size, config, options):
+        """The in-process sweep as a preview: no overview written, and no sweep record (so no
+        lease: a preview neither waits for nor blocks a real sweep)."""
         started = time.monotonic()
         bar = self._progress(options)
-        result = dry_run_sweep(
-            client,
-            page_size=page_size,
-            dry_run=True,
-            attempts=config.page_attempts,
-            on_page=lambda page: bar.update(page.counters.seen),
-        )
-        bar.close()
+        try:
+            result = dry_run(
+                client,
+                page_size=page_size,
+                policy=in_process_policy(config.page_attempts),
+                on_chunk=lambda chunk, counters: bar.update(counters.seen),
+            )
+        finally:
+            bar.close()
         for change in result.changes:
             self.stdout.write(
                 f"would change {change.course_key} {change.field}: {change.old!r} -> {change.new!r}"
             )
         status = "complete" if result.completed else "INCOMPLETE"
         self.stdout.write(
-            f"sync_catalog {status} (dry run): {result.counters.as_line()} pages={result.pages} "
-            f"retries={result.retries} page_size={page_size} seconds={time.monotonic() - started:.1f}"
+            f"sync_catalog {status} (dry run): {counters_line(result.counters)} "
+            f"pages={result.chunks_done} page_size={page_size} seconds={time.monotonic() - started:.1f}"
         )
         if not result.completed:
             raise CommandError(f"sweep could not complete: {result.error}", returncode=EXIT_INCOMPLETE)
