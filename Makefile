@@ -12,7 +12,7 @@ STAMP      := $(VENV)/.installed
 DEV_SETTINGS := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.dev}
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint run web worker beat standin bench soak migrate clean
+.PHONY: help install demo test lint run web worker beat standin bench soak mutation migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ bench: install ## benchmarks: prints a table, writes bench/results/*.json
 
 soak: install ## chaos soak, ~5 minutes (not in CI): faults, kills, publishes; one PASS/FAIL line (SOAK_ARGS="--stack embedded")
 	nice $(PY) scripts/soak.py $(SOAK_ARGS)
+
+mutation: install ## mutation testing of sync, mapping, retry, throttle, sweep (mutmut, unit tests; ~20 min): kill rate
+	rm -rf mutants && mkdir -p var
+	nice $(VENV)/bin/mutmut run --max-children $${MUTATION_JOBS:-2} > var/mutation.log 2>&1 || { tail -n 40 var/mutation.log; exit 1; }
+	$(PY) scripts/mutation_summary.py
 
 clean: ## remove var/ (local database, embedded broker)
 	rm -rf var/
