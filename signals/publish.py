@@ -26,9 +26,9 @@ from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog.coalesce import OUTBOX_FIELD, clear_requested
-from catalog.connection import build_client
+from catalog.connection import build_client, why_calls_are_off
 from catalog.refresh import refresh_courses
-from catalog.switches import catalog_calls_disabled, fetch_on_create
+from catalog.switches import fetch_on_create
 from overviews.keys import parse_course_key
 from overviews.models import CONTENT_FIELDS, CourseOverview
 
@@ -72,9 +72,9 @@ def record_publish(
         outcome = _write_ordered(course_key, defaults, event_time)
         if outcome in (Outcome.IGNORED_STALE, Outcome.IGNORED_DUPLICATE):
             return outcome
-    # The kill switch: content only, no fetch queued. (With the admin's `enabled` off the task is
-    # still queued and stops before the network: the receiver stays at one cached switch read.)
-    if catalog_calls_disabled():
+    # Catalog calls off (the kill switch or the admin's `enabled`, decided in one place, both read
+    # from the cache): content only, no fetch queued; the marker has it fetched once they are on.
+    if why_calls_are_off() is not None:
         return outcome
     transaction.on_commit(partial(_after_commit, str(course_key), outcome is Outcome.CREATED), robust=True)
     return outcome

@@ -17,6 +17,7 @@ from waffle.testutils import override_switch
 
 import celeryconfig as conf
 from catalog import coalesce
+from catalog.models import CatalogIntegration
 from catalog.switches import DISABLE_CATALOG_CALLS, FETCH_ON_CREATE
 from catalog_client.errors import CatalogServerError
 from overviews.models import CatalogStatus, CourseOverview
@@ -94,7 +95,12 @@ def test_the_receiver_does_no_network_io_and_few_queries(scheduled, django_captu
     ):
         publish(display_name="x")
         assert len(rsps.calls) == 0  # any HTTP request would fail: nothing is registered
-    assert len(queries.captured_queries) <= 8
+    # the write, and the first reads of the switches and the configuration (cached after that)
+    assert len(queries.captured_queries) <= 9
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
+        publish(display_name="y")
+    writes = [q for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    assert len(writes) <= 2, [q["sql"][:60] for q in writes]  # the row's read and write: nothing else
 
 
 def test_a_burst_of_publishes_schedules_one_fetch(scheduled, django_capture_on_commit_callbacks):
@@ -183,6 +189,23 @@ def test_kill_switch_publish_still_updates_content_but_no_fetch_is_scheduled(
     assert not scheduled.called
     assert refresh_tasks.refresh_course(KEY) == "disabled"
     assert wire.list_requests == 0
+
+
+def test_integration_disabled_in_the_admin_publish_updates_content_and_queues_nothing(
+    scheduled, wire, django_capture_on_commit_callbacks
+):
+    """The receiver asks the one place that decides whether catalog calls are allowed
+    (``why_calls_are_off``): the admin's ``enabled`` stops the fetch as the kill switch does."""
+    CatalogIntegration.objects.create(enabled=False)
+    with django_capture_on_commit_callbacks(execute=True):
+        publish(display_name="content only")
+    row = CourseOverview.objects.get(id=KEY)
+    assert row.display_name == "content only" and row.catalog_refresh_requested_at is not None
+    assert not scheduled.called
+    CatalogIntegration.objects.create(enabled=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        publish(display_name="again")
+    assert scheduled.call_count == 1  # back on: the publish queues its fetch
 
 
 @override_switch(DISABLE_CATALOG_CALLS, active=False)
