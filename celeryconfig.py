@@ -100,6 +100,8 @@ beat_schedule = {
     },
 }
 
+# The retry policy of both catalog tasks, the per-course one and the sweep chunk
+# (``tasks.base.CatalogTask.retry_policy``), over Celery's own count of retries spent.
 REFRESH_RETRY_POLICY = RetryPolicy(
     base=REFRESH_RETRY_BASE,
     cap=REFRESH_RETRY_CAP,

@@ -23,6 +23,11 @@ The database is the record of everything that decides an outcome; the cache play
   exactly one finisher completes the run (``WHERE status='running'``).
 - **Cost**: every attempt's catalog requests (token requests, 429s and failed attempts too) and
   retries are added to its chunk row and the run as the attempt ends (``record_attempt``).
+- **Counters**: ``catalog.models.SWEEP_COUNTERS``, declared once; a failed chunk counts all its
+  courses ``errored`` and records the failure on their rows (``record_failure``).
+- **In process**: ``run_in_process`` (``sync_catalog``) runs the same chunks here, pipelined,
+  retrying by the one retry rule (``catalog.retry.next_retry``); ``dry_run`` is the same driver
+  with a record kept in memory only (``sync_catalog --dry-run``: no overview written, no run).
 - **Never stranded**: an in-process sweep that stops, for whatever reason (a chunk that keeps
   failing, an exception, Ctrl-C), marks its run failed and its pending chunks ``cancelled``
   (``stop_run``): the lease is free at once and no chunk stays pending.
