@@ -39,6 +39,12 @@ def main() -> int:
     # Only manage.py defaults to development settings; the worker and beat fail closed without it.
     env = {**os.environ}
     env.setdefault("DJANGO_SETTINGS_MODULE", "settings.dev")
+    # Metrics (multiprocess): nothing of this host's service runs yet, so the samples of the last
+    # run go; web, worker and beat inherit the directory observability chose (PROMETHEUS_MULTIPROC_DIR).
+    from observability import multiproc
+
+    multiproc.clean()
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.MULTIPROC_DIR)
     procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in COMMANDS.items()}
     stopping = False
 
