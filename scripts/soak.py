@@ -411,7 +411,10 @@ class Soak:
             if after and after[0]["status"] != "running":
                 final_id = after[0]["id"]
                 break
-            if not running and not after and time.monotonic() - last_trigger > 10:
+            # Triggers as beat's ticks would: none while a live sweep runs; one to resume a dead one
+            # (no heartbeat for the lease TTL); one for a sweep that starts after the chaos.
+            stale = [r for r in running if self.heartbeat_age(r) > LEASE_TTL + 2]
+            if (stale or not (running or after)) and time.monotonic() - last_trigger > 10:
                 triggered = self.service.manage("sync_catalog", "--async", check=False)
                 say(f"sync_catalog --async: exit {triggered.returncode} {triggered.stdout.strip()[-200:]}")
                 last_trigger = time.monotonic()
@@ -428,8 +431,14 @@ class Soak:
 
     def sweep_runs(self) -> list[dict]:
         names = ("id", "status", "chunks_total", "chunks_done", "chunks_failed", "resumed", "started_at")
+        names += ("heartbeat_at",)
         rows = self.service.sql(f"select {', '.join(names)} from catalog_sweeprun order by id")  # noqa: S608
         return [dict(zip(names, row, strict=True)) for row in rows]
+
+    @staticmethod
+    def heartbeat_age(run: dict) -> float:
+        beat = utc(run["heartbeat_at"])
+        return (datetime.now(UTC) - beat).total_seconds() if beat else 0.0
 
     def sweep_running(self) -> bool:
         return bool(self.sql_int("select count(*) from catalog_sweeprun where status = 'running'"))
