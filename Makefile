@@ -12,7 +12,7 @@ STAMP      := $(VENV)/.installed
 DEV_SETTINGS := DJANGO_SETTINGS_MODULE=$${DJANGO_SETTINGS_MODULE:-settings.dev}
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test lint run web worker beat standin bench soak mutation migrate clean
+.PHONY: help install demo test lint run web worker beat consumer standin bench soak mutation migrate clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -50,7 +50,14 @@ worker: migrate ## one Celery worker in the foreground
 beat: migrate ## Celery beat in the foreground
 	$(DEV_SETTINGS) $(VENV)/bin/celery -A tasks beat --loglevel=INFO
 
-run: migrate ## web + worker + beat in the foreground (Ctrl-C stops all)
+# The event bus consumer: Studio's COURSE_CATALOG_INFO_CHANGED from Redis Streams (README "Event bus").
+CONSUMER_GROUP ?= catalog-sync
+CONSUMER_NAME  ?= $(shell hostname)
+consumer: migrate ## the event bus consumer in the foreground (needs EVENT_BUS_REDIS_CONNECTION_URL)
+	@test -n "$$EVENT_BUS_REDIS_CONNECTION_URL" || { echo "make consumer: set EVENT_BUS_REDIS_CONNECTION_URL (e.g. redis://127.0.0.1:6379/0), and EVENT_BUS_TOPIC_PREFIX as Studio has it"; exit 1; }
+	$(MANAGE) consume_events -t course-catalog-info-changed -g $(CONSUMER_GROUP) --extra '{"consumer_name": "$(CONSUMER_NAME)"}'
+
+run: migrate ## web + worker + beat (+ the event bus consumer when EVENT_BUS_REDIS_CONNECTION_URL is set)
 	$(DEV_SETTINGS) $(PY) scripts/run.py
 
 standin: install ## the bundled stand-in catalog on 127.0.0.1:8765 (settings.dev's default catalog)

@@ -1,13 +1,18 @@
-"""`make run`: the long-running service in the foreground -- web, a Celery worker, Celery beat.
+"""`make run`: the long-running service in the foreground -- web (gunicorn), a Celery worker, Celery beat,
+and the event bus consumer when EVENT_BUS_REDIS_CONNECTION_URL is set.
 
-Uses CELERY_BROKER_URL when set, the embedded SQLAlchemy broker otherwise. Ctrl-C (or SIGTERM)
-stops all three; if one of them exits, the others are stopped too.
+Uses CELERY_BROKER_URL when set, the embedded SQLAlchemy broker otherwise. The consumer is
+`manage.py consume_events` in consumer group CONSUMER_GROUP (default catalog-sync) under the name
+CONSUMER_NAME (default this host's name: a restarted consumer takes back what it had read and not
+acknowledged). Ctrl-C (or SIGTERM) stops them all; if one of them exits, the others are stopped too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
 
 COMMANDS = {
-    "web": [PY, "manage.py", "runserver", os.environ.get("WEB_ADDRESS", "127.0.0.1:8000"), "--noreload"],
+    # The production WSGI server, configured by gunicorn.conf.py (workers, timeouts, the collector):
+    # `make web` keeps runserver for development.
+    "web": [PY, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py"), "wsgi:application"],
     "worker": [
         PY,
         "-m",
@@ -35,6 +42,25 @@ COMMANDS = {
 }
 
 
+def consumer_command(env: dict[str, str]) -> list[str] | None:
+    """The event bus consumer, started exactly as in any Open edX service; None when the bus is off."""
+    if not env.get("EVENT_BUS_REDIS_CONNECTION_URL"):
+        return None
+    extra = json.dumps({"consumer_name": env.get("CONSUMER_NAME") or socket.gethostname()})
+    group = env.get("CONSUMER_GROUP") or "catalog-sync"
+    return [
+        PY,
+        "manage.py",
+        "consume_events",
+        "-t",
+        "course-catalog-info-changed",
+        "-g",
+        group,
+        "--extra",
+        extra,
+    ]
+
+
 def main() -> int:
     # Only manage.py defaults to development settings; the worker and beat fail closed without it.
     env = {**os.environ}
@@ -45,7 +71,13 @@ def main() -> int:
 
     multiproc.clean()
     env["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc.MULTIPROC_DIR)
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in COMMANDS.items()}
+    commands = dict(COMMANDS)
+    consumer = consumer_command(env)
+    if consumer:
+        commands["consumer"] = consumer
+    else:
+        print("run: EVENT_BUS_REDIS_CONNECTION_URL is not set: no event bus consumer", flush=True)
+    procs = {name: subprocess.Popen(cmd, cwd=ROOT, env=env) for name, cmd in commands.items()}
     stopping = False
 
     def stop(*_: object) -> None:
