@@ -28,6 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import (  # noqa: E402
+    enrollments_load,
     page_size_curve,
     publish_receiver,
     publish_to_fresh,
@@ -57,6 +58,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "sweep_scale": sweep_scale.run,
     "sweep_workers": sweep_workers.run,
     "page_size_curve": page_size_curve.run,
+    # The learners' enrollment API behind gunicorn on PostgreSQL (issue 11).
+    "enrollments": enrollments_load.run,
 }
 
 CHILD_TIMEOUT = 900  # seconds per benchmark

@@ -35,6 +35,7 @@ LAYERS: dict[str, int] = {
     "ops": 8,  # the admin and the commands that enqueue
     "urls": 9,  # wiring
     "wsgi": 9,
+    "gunicorn.conf": 9,  # gunicorn's configuration (its conventional file name)
     "manage": 9,
 }
 
