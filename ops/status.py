@@ -265,12 +265,16 @@ def problems(status: Status) -> list[str]:
     if status.sweep_overdue:
         lines.append(
             "No complete sweep within its schedule"
-            + (f": the last finished {_ago(status.last_sweep_age)} ago." if status.last_sweep else ".")
+            + (
+                f": the last finished {human_duration(status.last_sweep_age)} ago."
+                if status.last_sweep
+                else "."
+            )
         )
     return lines
 
 
-def _ago(seconds: float | None) -> str:
+def human_duration(seconds: float | None) -> str:
     if seconds is None:
         return "never"
     if seconds < 120:

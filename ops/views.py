@@ -92,9 +92,12 @@ def schedule_gauge(status: Status) -> dict | None:
 
 
 def rate_gauge(status: Status) -> dict:
+    """Requests per minute as a share of the limit; no gauge without a limit (a bar that is
+    full at any rate would read as "at the limit")."""
     limit = status.rate_limit_per_minute
-    scale = limit if limit > 0 else max(status.requests_per_minute, 1.0)
-    return {"fill": round(min(100.0, 100.0 * status.requests_per_minute / scale), 1), "capped": limit > 0}
+    if limit <= 0:
+        return {"fill": 0.0, "capped": False}
+    return {"fill": round(min(100.0, 100.0 * status.requests_per_minute / limit), 1), "capped": True}
 
 
 def _context(request: HttpRequest, status: Status) -> dict:
@@ -109,6 +112,7 @@ def _context(request: HttpRequest, status: Status) -> dict:
         "schedule": schedule_gauge(status),
         "rate": rate_gauge(status),
         "poll_ms": POLL_MS,
+        "poll_seconds": f"{POLL_MS / 1000:g}",
         "may_sweep": request.user.has_perm(SWEEP_PERMISSION),
         "failed_courses": [
             {**row, "url": reverse("admin:overviews_courseoverview_change", args=[quote(row["key"])])}

@@ -47,8 +47,10 @@
     worker.className = "ops-badge " + (s.worker_alive === null ? "ops-unknown" : (s.worker_alive ? "ops-good" : "ops-bad"));
 
     text("rate-value", s.requests_per_minute);
-    var scale = s.rate_limit_per_minute > 0 ? s.rate_limit_per_minute : Math.max(s.requests_per_minute, 1);
-    el("rate-fill").style.width = Math.min(100, 100 * s.requests_per_minute / scale) + "%";
+    show("rate-gauge", s.rate_limit_per_minute > 0);
+    if (s.rate_limit_per_minute > 0) {
+      el("rate-fill").style.width = Math.min(100, 100 * s.requests_per_minute / s.rate_limit_per_minute) + "%";
+    }
 
     var list = el("problems");
     list.textContent = "";
