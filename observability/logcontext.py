@@ -9,10 +9,14 @@ task and sweep. Context variables: a thread or an asyncio task sees only its own
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 FIELDS: tuple[str, ...] = ("course_key", "task_id", "sweep_id")
 
@@ -61,3 +65,19 @@ class ContextFilter(logging.Filter):
             if not hasattr(record, name):
                 setattr(record, name, value)
         return True
+
+
+def binding(field: str, position: int = 0) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator: during each call, ``field`` holds the call's argument at ``position`` (or the
+    keyword of the same name), e.g. ``@binding("course_key")`` on ``f(course_key, ...)``."""
+
+    def decorate(func: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(func)
+        def bound(*args: Any, **kwargs: Any) -> T:
+            value = kwargs.get(field, args[position] if len(args) > position else None)
+            with context(**{field: value}):
+                return func(*args, **kwargs)
+
+        return bound
+
+    return decorate

@@ -29,6 +29,7 @@ from catalog.coalesce import OUTBOX_FIELD, clear_requested
 from catalog.connection import build_client, why_calls_are_off
 from catalog.refresh import refresh_courses
 from catalog.switches import fetch_on_create
+from observability import logcontext
 from overviews.keys import parse_course_key
 from overviews.models import CONTENT_FIELDS, CourseOverview
 
@@ -105,6 +106,7 @@ def _write_ordered(course_key: CourseKey, defaults: dict[str, Any], event_time: 
     return Outcome.IGNORED_STALE
 
 
+@logcontext.binding("course_key")  # its log lines (broker down, fetch failed) name the course
 def _after_commit(course_key: str, created: bool) -> None:
     # Imported on use, not at the top: this module is imported by SignalsConfig.ready(), during
     # django.setup(), and importing tasks.app calls django.setup(), which is not reentrant.

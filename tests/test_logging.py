@@ -108,3 +108,28 @@ def test_a_started_sweep_names_itself_in_the_log_context():
         assert logcontext.current()["sweep_id"] == str(run.pk)
     finally:
         logcontext.clear()
+
+
+def test_the_publish_after_commit_names_its_course(monkeypatch, caplog):
+    """A publish's after-commit step (enqueue, or the fallback's warnings) logs with its course key."""
+    from signals import publish
+    from tasks import refresh as tasks_refresh
+
+    seen = []
+
+    def enqueue(course_key):
+        seen.append(logcontext.current().get("course_key"))
+        logging.getLogger("tasks.refresh").warning("catalog refresh: broker unavailable for %s", course_key)
+        return False
+
+    monkeypatch.setattr(tasks_refresh, "enqueue_refresh", enqueue)
+    filt = logcontext.ContextFilter()
+    logging.getLogger("tasks.refresh").addFilter(filt)
+    try:
+        with caplog.at_level(logging.WARNING, logger="tasks.refresh"):
+            publish._after_commit("course-v1:Pub+Log+1", created=False)
+    finally:
+        logging.getLogger("tasks.refresh").removeFilter(filt)
+    assert seen == ["course-v1:Pub+Log+1"]
+    assert caplog.records[-1].course_key == "course-v1:Pub+Log+1"
+    assert "course_key" not in logcontext.current()  # not left behind after the call
