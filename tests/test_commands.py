@@ -150,11 +150,55 @@ def test_sync_catalog_disabled_in_admin_exits_1(wire):
     assert wire.list_requests == 0
 
 
-def test_sync_catalog_without_connection_settings_says_what_to_set(settings):
+NOT_CONFIGURED = (
+    "the catalog connection is not configured: set CATALOG_API_URL, CATALOG_OAUTH_URL, "
+    "CATALOG_CLIENT_ID, CATALOG_CLIENT_SECRET in the environment"
+)
+
+
+@pytest.mark.parametrize(
+    "command", [("sync_catalog", "--no-progress"), ("refresh_course", "course-v1:A+B+C")]
+)
+def test_a_command_without_connection_settings_says_what_to_set(settings, command):
+    """A CommandError (one line, exit 1), not ImproperlyConfigured escaping as a traceback."""
     settings.CATALOG_API_URL = None
-    CourseOverviewFactory()
-    with pytest.raises(Exception, match="CATALOG_API_URL"):
-        run("sync_catalog", "--no-progress")
+    CourseOverviewFactory(id=CourseKey.from_string("course-v1:A+B+C"))
+    with pytest.raises(CommandError) as info:
+        run(*command)
+    assert info.value.returncode == 1
+    message = str(info.value)
+    assert message.startswith("the catalog connection is not configured: set CATALOG_API_URL")
+    assert message.endswith(" in the environment") and "\n" not in message
+
+
+def test_commands_without_connection_settings_print_one_line_and_no_traceback(tmp_path):
+    """What an operator sees from manage.py (README "Management commands"): exit status 1 and one
+    line naming every missing variable, on stderr, without a traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {name: value for name, value in os.environ.items() if not name.startswith("CATALOG_")}
+    env |= {"DJANGO_SETTINGS_MODULE": "settings.test", "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
+
+    def manage(*args):
+        return subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert manage("migrate", "-v0").returncode == 0
+    for command in (("sync_catalog", "--no-progress"), ("refresh_course", "course-v1:A+B+C")):
+        done = manage(*command)
+        assert done.returncode == 1, done.stderr
+        assert "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines() == [f"CommandError: {NOT_CONFIGURED}"]
 
 
 def test_refresh_course_exit_codes(wire):

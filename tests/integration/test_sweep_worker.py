@@ -3,7 +3,7 @@ and the publish-versus-chunk race. Redis broker and cache, stand-in catalog over
 
 from __future__ import annotations
 
-import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -28,6 +28,20 @@ def _import_all(service, standin):
 
 def _synced_count(service):
     return service.sql("select count(*) from overviews_courseoverview where catalog_status = 'ok'")[0][0]
+
+
+def _lease_expired(service, ttl: float) -> bool:
+    """The running run's last heartbeat is more than ``ttl`` seconds old (the next trigger takes
+    it over). Compared in Python: PostgreSQL returns an aware datetime, SQLite UTC text."""
+    rows = service.sql("select heartbeat_at from catalog_sweeprun where status = 'running'")
+    if not rows or rows[0][0] is None:
+        return False
+    beat = rows[0][0]
+    if isinstance(beat, str):
+        beat = datetime.fromisoformat(beat)
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds() > ttl + 0.5
 
 
 def _finished(service):
@@ -70,7 +84,8 @@ def test_a_sweep_interrupted_by_a_killed_worker_resumes_from_its_checkpoint(tmp_
         standin.set_faults(latency_ms=0)
         standin.reset_stats()
         service.start_worker(concurrency=1, name="w2")
-        time.sleep(6)  # the queued chunks run; the lost one stays pending and the lease expires
+        service.settle("w2")  # the queued chunks ran; the lost one stays pending
+        wait_until(lambda: _lease_expired(service, ttl=4), 30, what="the dead run's lease to expire")
         service.manage("sync_catalog", "--async")  # the next trigger resumes the same run
         runs = wait_until(lambda: _finished(service), 60, what="the resumed sweep to finish")
         assert len(runs) == 1 and runs[0][1] == "complete" and runs[0][5] >= 1, runs
@@ -122,6 +137,6 @@ def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin)
     service.manage("simulate_publish", key)
     wait_until(lambda: _finished(service), 60, what="the sweep to finish")
     wait_until(lambda: service.dump()[key]["marketing_url"] == new_url, 20, what="the fresher value")
-    time.sleep(1)
+    service.settle()  # every task the worker received has ended: nothing is left to overwrite it
     assert service.dump()[key]["marketing_url"] == new_url
     assert service.sql("select courses_superseded from catalog_sweeprun order by id desc")[0][0] >= 1
