@@ -7,7 +7,10 @@ bundled stand-in catalog with 3,200 courses over HTTP on localhost, and a real C
   2. a course publish -> the per-course task on the worker -> the catalog fields appear;
   3. a full sweep fanned out in chunks on the worker (`sync_catalog --async`), then a second one;
   4. an ops refresh of one course (`refresh_course`);
-  5. a summary.
+  5. a Studio-style COURSE_CATALOG_INFO_CHANGED event over the event bus (Redis Streams) to
+     `consume_events`: the course renamed in place, then fresh -- when a Redis answers or can be
+     started (TEST_REDIS_PORT, default 6379); without one the demo says so in one line and goes on;
+  6. a summary.
 """
 
 from __future__ import annotations
@@ -192,6 +195,8 @@ def main() -> int:
         current.refresh_from_db()
         print(f"   marketing_url is now {current.marketing_url!r}")
 
+        _event_bus_step(env, procs, control, base, exclude=(key, other))
+
         say("summary")
         by_status = {
             s: CourseOverview.objects.filter(catalog_status=s).count()
@@ -212,6 +217,96 @@ def main() -> int:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _event_bus_step(env: dict, procs: list, control, base: str, exclude: tuple) -> None:
+    """Studio publishes; its COURSE_CATALOG_INFO_CHANGED crosses the event bus to `consume_events`."""
+    say("event bus: Studio renames a course; COURSE_CATALOG_INFO_CHANGED reaches consume_events over Redis")
+    port = os.environ.get("TEST_REDIS_PORT", "6379")
+    try:
+        ensured = subprocess.run(
+            [sys.executable, "scripts/services.py", "ensure", "redis"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        reason = "" if ensured.returncode == 0 else (ensured.stderr.strip().splitlines() or ["no answer"])[-1]
+    except subprocess.TimeoutExpired:
+        reason = "starting one took over 5 minutes"
+    if reason:
+        print(f"   skipped: no Redis on 127.0.0.1:{port} and none could be started ({reason})")
+        return
+    from datetime import UTC, datetime
+
+    import redis
+    from django.conf import settings
+    from edx_event_bus_redis import create_producer
+    from opaque_keys.edx.keys import CourseKey
+    from openedx_events.content_authoring.data import CourseCatalogData, CourseScheduleData
+    from openedx_events.content_authoring.signals import COURSE_CATALOG_INFO_CHANGED
+    from openedx_events.data import EventsMetadata
+
+    from overviews.models import CourseOverview
+
+    # Db 12, a topic prefix of this run's own: nothing else there is touched; the stream goes at the end.
+    bus_url, prefix = f"redis://127.0.0.1:{port}/12", f"demo{os.getpid()}"
+    topic = "course-catalog-info-changed"
+    env.update(
+        EVENT_BUS_REDIS_CONNECTION_URL=bus_url,
+        EVENT_BUS_TOPIC_PREFIX=prefix,
+        EVENT_BUS_REDIS_CONSUMER_POLL_TIMEOUT="1",
+    )
+    settings.EVENT_BUS_REDIS_CONNECTION_URL, settings.EVENT_BUS_TOPIC_PREFIX = bus_url, prefix
+    settings.EVENT_BUS_REDIS_AUDIT_LOGGING_ENABLED = False  # the demo prints its own lines
+    log_path = VAR / "consumer.log"
+    extra = json.dumps({"consumer_name": "demo"})
+    with open(log_path, "w") as log:
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "consume_events", "-t", topic, "-g", "demo", "--extra", extra],
+                cwd=ROOT,
+                env={**env, "LOG_LEVEL": "INFO"},  # its "Running consumer" line and one line per event
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    wait_for(lambda: "Running consumer for" in log_path.read_text(), 60, "the event bus consumer")
+    print(f"   consume_events running: group demo, stream {prefix}-{topic} on {bus_url}")
+    course = CourseOverview.objects.filter(catalog_status="ok", id__startswith="course-v1:").exclude(
+        id__in=exclude
+    )
+    course = course.order_by("id").first()
+    key = str(course.id)
+    new_url = f"https://www.example.com/course/event-{int(time.time())}"
+    control("runs", {"upsert": [{**_catalog_run(base, key), "marketing_url": new_url}]})
+    name = f"{course.display_name} (renamed in Studio)"
+    info = CourseCatalogData(
+        course_key=CourseKey.from_string(key),
+        name=name,
+        schedule_data=CourseScheduleData(start=course.start or datetime.now(UTC), pacing="self"),
+    )
+    producer = create_producer()
+    started = time.monotonic()
+    producer.send(
+        signal=COURSE_CATALOG_INFO_CHANGED,
+        topic=topic,
+        event_key_field="catalog_info.course_key",
+        event_data={"catalog_info": info},
+        event_metadata=EventsMetadata(event_type=COURSE_CATALOG_INFO_CHANGED.event_type),
+    )
+    print(f"   produced as Studio does (Avro, edx-event-bus-redis): {key} -> {name!r}")
+    wait_for(lambda: CourseOverview.objects.filter(id=key, display_name=name).exists(), 30, "the event")
+    print(f"   renamed in place after {time.monotonic() - started:.1f}s (catalog fields kept)")
+    row = wait_for(
+        lambda: CourseOverview.objects.filter(id=key, marketing_url=new_url).first(), 30, "the refresh"
+    )
+    print(
+        f"   fresh after {time.monotonic() - started:.1f}s: marketing_url={row.marketing_url!r}, "
+        f"event time {row.content_event_time:%H:%M:%S.%f} kept with the content"
+    )
+    redis.Redis.from_url(bus_url).delete(f"{prefix}-{topic}")
+    producer.client.close()
 
 
 def _catalog_run(base: str, key: str) -> dict:

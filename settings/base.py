@@ -176,6 +176,9 @@ EVENT_BUS_TOPIC_PREFIX = env_str("EVENT_BUS_TOPIC_PREFIX", "")
 EVENT_BUS_CONSUMER = env_str("EVENT_BUS_CONSUMER", "signals.consumer.CatalogEventConsumer")
 # Producing is Studio's job; tests and the demo produce the same way through this.
 EVENT_BUS_PRODUCER = env_str("EVENT_BUS_PRODUCER", "edx_event_bus_redis.create_producer")
+# edx-django-utils (under the event bus libraries) reports to New Relic by default and warns that
+# it is not installed; this service's metrics are Prometheus's (observability).
+OPENEDX_TELEMETRY: list[str] = []
 # Seconds a consumer blocks on the stream per read (upstream's default is 60; shorter stops faster).
 EVENT_BUS_REDIS_CONSUMER_POLL_TIMEOUT = env_int("EVENT_BUS_REDIS_CONSUMER_POLL_TIMEOUT", 10)
 # Exit after this many errors in a row so that a supervisor restarts a stuck consumer (0: never).
