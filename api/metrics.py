@@ -75,7 +75,7 @@ class DatabaseCollector(Collector):
         yield running
 
         chunks = GaugeMetricFamily(
-            f"{PREFIX}_sweep_chunks",
+            f"{PREFIX}_sweep_run_chunks",
             "Chunks of the running sweep: planned so far (total), finished (done, failed included), "
             "failed. 0 when no sweep runs.",
             labels=["state"],
@@ -86,7 +86,7 @@ class DatabaseCollector(Collector):
         yield chunks
 
         courses = GaugeMetricFamily(
-            f"{PREFIX}_sweep_courses",
+            f"{PREFIX}_sweep_run_courses",
             "Courses of the running sweep by outcome so far (its SweepRun counters). 0 when no sweep runs.",
             labels=["outcome"],
         )

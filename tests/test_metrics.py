@@ -47,8 +47,8 @@ def overview(key: str, **fields):
 # Every series the issue asks for (the counters appear once incremented; see test_exposition...).
 DATABASE_SERIES = {
     "catalog_sync_sweep_running",
-    "catalog_sync_sweep_chunks",
-    "catalog_sync_sweep_courses",
+    "catalog_sync_sweep_run_chunks",
+    "catalog_sync_sweep_run_courses",
     "catalog_sync_sweep_heartbeat_age_seconds",
     "catalog_sync_sweep_last_complete_timestamp_seconds",
     "catalog_sync_sweep_interval_seconds",
@@ -177,14 +177,17 @@ def test_exposition_parses_and_holds_every_series(token):
 
     assert g("catalog_sync_metrics_database_up") == 1
     assert g("catalog_sync_sweep_running") == 1
-    assert (g("catalog_sync_sweep_chunks", state="total"), g("catalog_sync_sweep_chunks", state="done")) == (
+    assert (
+        g("catalog_sync_sweep_run_chunks", state="total"),
+        g("catalog_sync_sweep_run_chunks", state="done"),
+    ) == (
         10,
         4,
     )
-    assert g("catalog_sync_sweep_chunks", state="failed") == 1
-    assert g("catalog_sync_sweep_courses", outcome="seen") == 400
-    assert g("catalog_sync_sweep_courses", outcome="updated") == 12
-    assert g("catalog_sync_sweep_courses", outcome="errored") == 100
+    assert g("catalog_sync_sweep_run_chunks", state="failed") == 1
+    assert g("catalog_sync_sweep_run_courses", outcome="seen") == 400
+    assert g("catalog_sync_sweep_run_courses", outcome="updated") == 12
+    assert g("catalog_sync_sweep_run_courses", outcome="errored") == 100
     assert 29 <= g("catalog_sync_sweep_heartbeat_age_seconds") < 90
     assert g("catalog_sync_sweep_last_complete_timestamp_seconds") == pytest.approx(finished.timestamp())
     assert g("catalog_sync_sweep_interval_seconds") == 86400  # the migration's schedule: every 24 h
@@ -202,7 +205,7 @@ def test_exposition_parses_and_holds_every_series(token):
 def test_gauges_when_nothing_ran(token):
     got = samples(scrape().content.decode())
     assert got[("catalog_sync_sweep_running", ())] == 0
-    assert got[("catalog_sync_sweep_chunks", (("state", "total"),))] == 0
+    assert got[("catalog_sync_sweep_run_chunks", (("state", "total"),))] == 0
     assert got[("catalog_sync_sweep_last_complete_timestamp_seconds", ())] == 0
     assert got[("catalog_sync_catalog_data_oldest_age_seconds", ())] == 0
     assert got[("catalog_sync_outbox_pending", ())] == 0
@@ -368,3 +371,22 @@ def test_clean_dead_keeps_live_processes_files(tmp_path):
     assert multiproc.clean_dead(tmp_path) == 2
     assert live.exists() and not dead.exists() and not gauge.exists()
     assert multiproc.clean(tmp_path) == 1 and not live.exists()
+
+
+def test_openmetrics_when_the_scraper_asks_for_it(token):
+    """Prometheus asks for OpenMetrics first: every family name must be unique there (a gauge
+    named like a counter's family would make the whole scrape invalid)."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+
+    metrics.count_sweep_chunk("done")
+    metrics.observe_catalog_request("GET", 200, "ok", 0.1)
+    response = Client().get(
+        "/metrics",
+        HTTP_AUTHORIZATION=f"Bearer {TOKEN}",
+        HTTP_ACCEPT="application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    )
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("application/openmetrics-text")
+    families = [f.name for f in parse_openmetrics(response.content.decode())]
+    assert len(families) == len(set(families))
+    assert {"catalog_sync_sweep_chunks", "catalog_sync_sweep_run_chunks"} <= set(families)

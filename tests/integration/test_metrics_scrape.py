@@ -31,8 +31,8 @@ SERIES = {
     "catalog_sync_tasks_total",
     "catalog_sync_sweep_chunks_total",
     "catalog_sync_sweep_running",
-    "catalog_sync_sweep_chunks",
-    "catalog_sync_sweep_courses",
+    "catalog_sync_sweep_run_chunks",
+    "catalog_sync_sweep_run_courses",
     "catalog_sync_sweep_last_complete_timestamp_seconds",
     "catalog_sync_overviews",
     "catalog_sync_catalog_data_oldest_age_seconds",
@@ -116,12 +116,12 @@ def test_metrics_scrape_cleanly_while_a_sweep_runs_on_two_workers(deployment, st
         assert response.status_code == 200, response.text[:500]
         samples = parse(response.text)  # parses cleanly on every scrape
         during.append(samples)
-        done = get(samples, "catalog_sync_sweep_chunks", state="done")
-        total = get(samples, "catalog_sync_sweep_chunks", state="total")
+        done = get(samples, "catalog_sync_sweep_run_chunks", state="done")
+        total = get(samples, "catalog_sync_sweep_run_chunks", state="total")
         return get(samples, "catalog_sync_sweep_running") == 1 and 0 < done < total
 
     mid = wait_until(lambda: mid_sweep() and during[-1], 90, interval=0.3, what="a scrape mid-sweep")
-    assert get(mid, "catalog_sync_sweep_courses", outcome="seen") > 0
+    assert get(mid, "catalog_sync_sweep_run_courses", outcome="seen") > 0
     # counters of the worker processes are in the web's scrape before the sweep is over
     assert get(mid, "catalog_sync_tasks_total", task="catalog_sync.sweep_chunk", outcome="done") >= 1
 
@@ -146,7 +146,7 @@ def test_metrics_scrape_cleanly_while_a_sweep_runs_on_two_workers(deployment, st
     assert get(after, "catalog_sync_overviews", catalog_status="ok") == len(records)
     assert get(after, "catalog_sync_overviews", catalog_status="never") == 0
     assert get(after, "catalog_sync_catalog_data_oldest_age_seconds") < 300
-    assert get(mid, "catalog_sync_sweep_chunks", state="done") < 20
+    assert get(mid, "catalog_sync_sweep_run_chunks", state="done") < 20
 
     # the samples came from several worker processes (files are per pid), none from a task in web
     pids = {
