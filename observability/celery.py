@@ -28,10 +28,11 @@ from celery.signals import (
     task_success,
     worker_init,
     worker_process_shutdown,
+    worker_ready,
 )
 from django.conf import settings
 
-from observability import logcontext, metrics, multiproc
+from observability import exporter, logcontext, metrics, multiproc
 
 _WORD = re.compile(r"^[a-z][a-z_-]{0,31}$")
 
@@ -102,6 +103,25 @@ def _drop_dead_samples(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _mark_dead(pid: int | None = None, **_: Any) -> None:
     multiproc.mark_dead(pid or os.getpid())
+
+
+@worker_ready.connect
+def _serve_metrics(**_: Any) -> None:
+    """CELERY_METRICS_ADDRESS (opt-in): this worker's samples on their own address, for a host
+    without a web process (observability.exporter). Started once the pool has forked."""
+    address = os.environ.get("CELERY_METRICS_ADDRESS")
+    token = getattr(settings, "METRICS_TOKEN", None)
+    if address and not token:
+        logging.getLogger("observability.exporter").warning(
+            "metrics: CELERY_METRICS_ADDRESS is set but METRICS_TOKEN is not: nothing served"
+        )
+    elif address:
+        try:
+            exporter.serve(address, token)
+        except OSError as exc:  # another worker of this host serves it already: the same sums
+            logging.getLogger("observability.exporter").warning(
+                "metrics: not served on %s: %s (another worker of this host may serve it)", address, exc
+            )
 
 
 if getattr(settings, "LOG_FORMAT", "plain") == "json":

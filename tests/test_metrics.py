@@ -390,3 +390,25 @@ def test_openmetrics_when_the_scraper_asks_for_it(token):
     families = [f.name for f in parse_openmetrics(response.content.decode())]
     assert len(families) == len(set(families))
     assert {"catalog_sync_sweep_chunks", "catalog_sync_sweep_run_chunks"} <= set(families)
+
+
+def test_a_worker_host_serves_its_own_samples_with_the_token():
+    """CELERY_METRICS_ADDRESS: a worker's main process serves the directory's sums over HTTP."""
+    from observability import exporter
+
+    server = exporter.serve("127.0.0.1:0", TOKEN)
+    try:
+        url = "http://{}:{}/metrics".format(*server.server_address[:2])
+        assert requests.get(url, timeout=10).status_code == 401
+        assert requests.get(url, headers={"Authorization": "Bearer nope"}, timeout=10).status_code == 401
+        code = "from observability import metrics; metrics.count_task('test.exporter', 'ok')"
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(MULTIPROC_DIR)}
+        key = ("catalog_sync_tasks_total", (("outcome", "ok"), ("task", "test.exporter")))
+        before = samples(requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).text)
+        subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=60)
+        response = requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+        assert response.status_code == 200
+        assert samples(response.text)[key] == before.get(key, 0.0) + 1
+    finally:
+        server.shutdown()
+        server.server_close()
