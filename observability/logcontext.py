@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from typing import Any, TypeVar
 
+from django.core.signals import request_started
+
 T = TypeVar("T")
 
 FIELDS: tuple[str, ...] = ("course_key", "task_id", "sweep_id")
@@ -81,3 +83,12 @@ def binding(field: str, position: int = 0) -> Callable[[Callable[..., T]], Calla
         return bound
 
     return decorate
+
+
+def _clear_on_request(**_: Any) -> None:
+    """Each web request starts without context: a thread of the web server serves many requests,
+    and something bound during one (an in-process sweep's id) must not label the next."""
+    clear()
+
+
+request_started.connect(_clear_on_request, dispatch_uid="observability.logcontext.clear")

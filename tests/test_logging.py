@@ -37,6 +37,14 @@ log.info("after the tasks")
 """
 
 
+@pytest.fixture(autouse=True)
+def _no_context_left():
+    """Other tests (an in-process sweep) may leave context bound in this thread."""
+    logcontext.clear()
+    yield
+    logcontext.clear()
+
+
 def run_python(code: str, **env: str) -> subprocess.CompletedProcess:
     environ = {k: v for k, v in os.environ.items() if k not in ("LOG_FORMAT", "DJANGO_SETTINGS_MODULE")}
     environ.update(DJANGO_SETTINGS_MODULE="settings.dev", **env)
@@ -133,3 +141,11 @@ def test_the_publish_after_commit_names_its_course(monkeypatch, caplog):
     assert seen == ["course-v1:Pub+Log+1"]
     assert caplog.records[-1].course_key == "course-v1:Pub+Log+1"
     assert "course_key" not in logcontext.current()  # not left behind after the call
+
+
+def test_each_web_request_starts_without_context():
+    from django.core.signals import request_started
+
+    logcontext.bind(sweep_id=5, course_key="course-v1:Left+Over+1")
+    request_started.send(sender=None)
+    assert logcontext.current() == {}
