@@ -143,6 +143,7 @@ def test_the_publish_after_commit_names_its_course(monkeypatch, caplog):
     assert "course_key" not in logcontext.current()  # not left behind after the call
 
 
+@pytest.mark.django_db  # request_started's other receivers close old database connections
 def test_each_web_request_starts_without_context():
     from django.core.signals import request_started
 
