@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import html as html_lib
 from pathlib import Path
+from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
@@ -22,9 +23,11 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from catalog.models import SweepRun
+from catalog.models import CatalogIntegration, SweepRun
 from ops import views as ops_views
+from overviews.models import CatalogStatus, CourseOverview
 from scripts.services import CHROMEDRIVER, CHROMIUM, ensure_chromium
+from tasks.refresh import refresh_course
 from tests.browser.seed import seed_overviews, seed_schedule, seed_sweeps
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "var" / "screenshots" / "status.png"
@@ -57,6 +60,9 @@ def browser():
 @pytest.fixture
 def seeded(transactional_db, monkeypatch):
     monkeypatch.setattr(ops_views, "POLL_MS", 500)  # the live server runs in this process
+    # A live server needs committed rows, so these tests flush the tables after each other: the
+    # data migrations' rows (the enabled configuration, the schedule) are seeded again here.
+    CatalogIntegration.objects.create(enabled=True)
     expected = seed_overviews(OVERVIEWS)
     seed_schedule(24)
     run = seed_sweeps(chunks_total=CHUNKS_TOTAL, chunks_done=CHUNKS_DONE, courses_seen=150)
@@ -69,7 +75,10 @@ def log_in(driver, base: str) -> None:
     driver.find_element(By.NAME, "username").send_keys("operator")
     driver.find_element(By.NAME, "password").send_keys("s3cret-pass")
     driver.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "site-name"))
+    # #user-tools is only on pages of a logged-in user (the login page has the header too)
+    WebDriverWait(driver, WAIT).until(
+        lambda d: "/admin/login/" not in d.current_url and d.find_elements(By.ID, "user-tools")
+    )
 
 
 def width_ratio(driver, inner_id: str, outer_id: str) -> float:
@@ -154,3 +163,22 @@ def test_the_status_page_draws_the_sweep_and_the_charts(browser, live_server, se
     browser.set_window_size(1280, min(height + 160, 4000))
     assert browser.save_screenshot(str(SCREENSHOT))
     assert SCREENSHOT.stat().st_size > 20_000
+
+
+def test_a_failed_course_is_refreshed_from_its_page(browser, live_server, seeded):
+    """From the status page's failure list to the course's page, and its Refresh button."""
+    log_in(browser, live_server.url)
+    browser.get(f"{live_server.url}/admin/status/")
+    first = browser.find_element(By.CSS_SELECTOR, "#failed-courses tbody a")
+    key = first.text
+    first.click()
+    WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.ID, "refresh-button"))
+    assert CourseOverview.objects.get(id=key).catalog_status == CatalogStatus.ERROR
+    with mock.patch.object(refresh_course, "apply_async") as queued:
+        queued.return_value.id = "task-1"
+        browser.find_element(By.ID, "refresh-button").click()
+        WebDriverWait(browser, WAIT).until(lambda d: d.find_elements(By.CSS_SELECTOR, "ul.messagelist li"))
+    assert queued.call_args.args[0] == (key,)
+    texts = [li.text for li in browser.find_elements(By.CSS_SELECTOR, "ul.messagelist li")]
+    assert any("1 course refresh(es) queued" in t for t in texts), texts
+    assert browser.find_element(By.CSS_SELECTOR, "#content h2").text == key  # back on the course page
