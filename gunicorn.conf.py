@@ -36,6 +36,7 @@ max_requests_jitter = max_requests // 10
 # Access log off by default: the reverse proxy in front logs requests; "-" writes them to stdout.
 accesslog = os.environ.get("WEB_ACCESS_LOG") or None
 errorlog = "-"
+loglevel = os.environ.get("WEB_LOG_LEVEL", "info")
 # gunicorn 24+ opens a control socket, by default one path per user (~/.gunicorn/gunicorn.ctl):
 # two servers of one user (make run and make bench) would fight over it; nothing here uses it.
 control_socket_disable = True

@@ -171,6 +171,121 @@ def _in_process(tokens: dict[int, str]) -> dict[str, Any]:
     return out
 
 
+def _before_and_after(n: int = 20) -> list[list[Any]]:
+    """CPU of the list's own work (query, rows, JSON; no HTTP, no authentication) the way it was
+    before issue 11 (model instances through DRF's field-by-field serializer and JSON renderer)
+    and now, on the same rows in this process: a comparison the shared machine's load cannot
+    skew."""
+    from django.contrib.auth import get_user_model
+    from django.db import reset_queries
+    from rest_framework import serializers
+    from rest_framework.renderers import JSONRenderer
+
+    from api.serializers import course_about_base, enrollment_items, render_json
+    from enrollments.models import CourseEnrollment, listed_enrollments
+    from overviews.models import CATALOG_FIELDS, CONTENT_FIELDS, CourseOverview
+
+    class Course(serializers.ModelSerializer):
+        id = serializers.CharField(read_only=True)
+
+        class Meta:
+            model = CourseOverview
+            fields = ("id", *CONTENT_FIELDS, *CATALOG_FIELDS)
+
+    class Enrollment(serializers.ModelSerializer):
+        course = Course(read_only=True)
+
+        class Meta:
+            model = CourseEnrollment
+            fields = ("created", "mode", "is_active", "course")
+
+    about = course_about_base(LMS_ROOT_URL)
+    ways = {
+        "before: instances + DRF serializer": lambda user: JSONRenderer().render(
+            Enrollment(CourseEnrollment.objects.active_for(user), many=True).data
+        ),
+        "now: tuples + one-pass dicts + orjson": lambda user: render_json(
+            enrollment_items(listed_enrollments(user), about)
+        ),
+    }
+    rows = []
+    for size in SIZES:
+        user = get_user_model().objects.get(username=f"u{size}")
+        row: list[Any] = [size]
+        for build in ways.values():
+            build(user)
+            cpu = []
+            for _ in range(max(5, n * 50 // size)):
+                c = time.process_time()
+                build(user)
+                cpu.append((time.process_time() - c) * 1000)
+                reset_queries()
+            row.append(round(statistics.median(cpu), 2))
+        row.append(round(row[1] / row[2], 1))
+        rows.append(row)
+    return rows
+
+
+def _gc_tail(token: str, n: int) -> list[list[Any]]:
+    """The 500 list ``n`` times through Django in this process, the collector as a fresh worker
+    has it and then frozen (as ``gunicorn.conf.py`` does): each request's CPU, and the full
+    (generation 2) collections that ran and how long the longest took. In CPU time, so that the
+    shared machine's load does not decide the comparison."""
+    import gc
+
+    from django.test import Client
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 -- as gunicorn.conf.py's post_worker_init
+    client = Client(HTTP_AUTHORIZATION=f"Token {token}")
+    path = _path(500, "")
+    full: list[float] = []
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[0] = time.process_time()
+        else:
+            full.append((time.process_time() - started[0]) * 1000)
+
+    rows = []
+    gc.callbacks.append(watch)
+    try:
+        for label, freeze in (("not frozen", False), ("frozen (gunicorn.conf.py)", True)):
+            gc.unfreeze()
+            gc.collect()
+            if freeze:
+                gc.freeze()
+            tracked = len(gc.get_objects())
+            for _ in range(10):
+                client.get(path)
+            full.clear()
+            cpu = []
+            for _ in range(n):
+                c = time.process_time()
+                client.get(path)
+                cpu.append((time.process_time() - c) * 1000)
+            rows.append(
+                [
+                    label,
+                    tracked,
+                    n,
+                    round(percentile(cpu, 50), 2),
+                    round(percentile(cpu, 95), 2),
+                    round(percentile(cpu, 99), 2),
+                    round(max(cpu), 2),
+                    len(full),
+                    round(max(full), 2) if full else None,
+                ]
+            )
+    finally:
+        gc.callbacks.remove(watch)
+        gc.unfreeze()
+    return rows
+
+
 def _timed(client, path: str, n: int = 30) -> dict[str, float]:
     """Median wall and CPU time of the request through Django in this process (no HTTP, no server):
     the CPU figure is what a request costs whatever else the shared machine is doing."""
@@ -205,6 +320,7 @@ class Gunicorn:
             "WEB_THREADS": "1",
             "WEB_GC_FREEZE": "1" if gc_freeze else "0",
             "WEB_ACCESS_LOG": str(self.log),
+            "WEB_LOG_LEVEL": "warning",
             "GUNICORN_CMD_ARGS": "--access-logformat " + shlex.quote("%(D)s %(s)s %(U)s?%(q)s"),
         }
         self.proc: subprocess.Popen | None = None
@@ -336,6 +452,8 @@ def run(ctx: BenchContext) -> BenchResult:
         call_command("migrate", verbosity=0)
         tokens = _seed()
         inproc = _in_process(tokens)
+        before_after = _before_and_after()
+        gc_tail = _gc_tail(tokens[500], 200 if ctx.quick else 1000)
         connections.close_all()
 
         frozen = Gunicorn(ctx.tmp, env, gc_freeze=True).start(tokens[50])
@@ -439,12 +557,34 @@ def run(ctx: BenchContext) -> BenchResult:
         rows=rows,
         extra_tables=[
             (
-                "The collector: 500 list, gc.freeze() after start-up or not",
+                "In-process CPU ms of the list's own work (query, rows, JSON), before issue 11 and now",
+                ["enrollments", "before (DRF)", "now", "x faster"],
+                before_after,
+            ),
+            (
+                "The collector, in-process CPU: the 500 list, gc.freeze() after start-up or not",
+                [
+                    "collector",
+                    "objects scanned by a full collection",
+                    "requests",
+                    "p50 ms",
+                    "p95 ms",
+                    "p99 ms",
+                    "max ms",
+                    "full collections",
+                    "longest ms",
+                ],
+                gc_tail,
+            ),
+            (
+                "The collector behind gunicorn (WEB_GC_FREEZE=1 or 0): 500 list",
                 ["collector", "p50 ms", "p95 ms", "p99 ms", "server p95 ms", f"p95 ms ({CLIENTS})", "req/s"],
                 gc_rows,
-            )
+            ),
         ],
         samples={
+            "before_after_cpu_ms": before_after,
+            "gc_tail_in_process": gc_tail,
             "in_process": inproc,
             "one_client": one,
             "many_clients": many,
