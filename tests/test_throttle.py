@@ -10,7 +10,9 @@ from unittest import mock
 import pytest
 from django.core.cache import cache
 from django.db.models.query import QuerySet
+from prometheus_client.parser import text_string_to_metric_families
 
+from api import metrics as api_metrics
 from catalog import throttle
 from catalog.models import RateWindow
 from catalog.throttle import MAX_RATE_WAIT, PAUSE_KEY, FleetThrottle, admit
@@ -34,6 +36,16 @@ class Clock:
         self.now += seconds
 
 
+def pauses_counted(reason: str) -> float:
+    """``catalog_sync_throttle_pauses_total{reason=...}`` as /metrics would report it."""
+    text = api_metrics.exposition()[0].decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "catalog_sync_throttle_pauses_total" and sample.labels == {"reason": reason}:
+                return sample.value
+    return 0.0
+
+
 def gate(rate: float = 0.0, now: float = 1000.0) -> tuple[FleetThrottle, Clock]:
     clock = Clock(now)
     return FleetThrottle(rate, clock=clock, sleep=clock.sleep), clock
@@ -47,6 +59,23 @@ def test_no_pause_means_no_wait():
     assert g.paused_for() == 0.0
     g.before_request()  # does not raise, and with no rate limit touches no rate window
     assert not RateWindow.objects.exists()
+
+
+def test_a_gate_has_no_rate_limit_unless_given_one():
+    clock = Clock(1000.0)
+    default = FleetThrottle(clock=clock, sleep=clock.sleep)
+    for _ in range(5):
+        default.before_request()
+    assert clock.slept == [] and not RateWindow.objects.exists()
+
+
+def test_the_last_moment_of_a_pause_still_refuses():
+    g, clock = gate()
+    g.pause(30)
+    clock.now += 29.5
+    with pytest.raises(CatalogThrottled) as info:
+        g.before_request()
+    assert info.value.retry_after == 0.5
 
 
 def test_a_pause_counts_down_with_the_clock_and_ends():
@@ -101,11 +130,13 @@ def test_the_pause_hint_expires_from_the_cache_just_after_the_pause():
 def test_each_429_is_counted_and_pauses_for_its_retry_after_or_a_minute():
     g, clock = gate()
     assert g.throttled == 0
+    counted = pauses_counted("catalog_429")
     g.on_throttled(12.0)
     assert g.throttled == 1 and g.paused_for() == 12.0
     clock.now += 13
     g.on_throttled(None)  # a 429 without Retry-After: a minute
     assert g.throttled == 2 and g.paused_for() == 60.0
+    assert pauses_counted("catalog_429") == counted + 2  # the metric an operator alerts on
 
 
 # -- the rate limit --------------------------------------------------------------------------
@@ -176,8 +207,10 @@ def test_a_fleet_that_keeps_every_window_full_gives_up_at_the_deadline_with_at_l
         clock.now += seconds + 0.5
 
     g = FleetThrottle(1, clock=clock, sleep=oversleep)
+    counted = pauses_counted("rate_limit")
     with pytest.raises(CatalogThrottled) as info:
         g.before_request()
+    assert pauses_counted("rate_limit") == counted + 30  # each in-process wait is counted
     assert info.value.retry_after == 1.0  # the next window is 0.5 s away: rounded up to a second
     assert asked == [0.5] * 30 and clock.now == start + 30
 
@@ -198,6 +231,14 @@ def test_admit_creates_the_window_then_counts_up_to_allowed():
     assert admit(1, 50, 2) is True
     assert admit(1, 50, 2) is False
     assert RateWindow.objects.get(seconds=1, number=50).used == 2
+
+
+def test_windows_of_another_length_are_counted_apart():
+    """A rate change (18-second windows -> 1-second ones) must not spend the old kind's budget."""
+    RateWindow.objects.create(seconds=18, number=5, used=0)
+    assert admit(1, 5, 1)
+    assert RateWindow.objects.get(seconds=1, number=5).used == 1
+    assert RateWindow.objects.get(seconds=18, number=5).used == 0
 
 
 def test_a_new_window_drops_the_old_ones_but_keeps_the_previous_and_other_lengths():
