@@ -1,0 +1,139 @@
+"""Edges of the sync core that ``make mutation`` found unpinned.
+
+The guarded write has two implementations: one ``UPDATE ... FROM (VALUES ...)`` per batch
+(PostgreSQL, SQLite 3.35+) and a portable ORM path for any other database. The unit tests run on
+SQLite, so only the first would be exercised: here both are run on the same rows and must leave
+the same table and report the same rows written.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from opaque_keys.edx.keys import CourseKey
+
+from catalog import sync
+from catalog.sync import Stamp, SyncCounters, catalog_key_for, read_rows
+from overviews.models import CatalogStatus, CourseOverview
+from tests.factories import CourseOverviewFactory
+
+pytestmark = pytest.mark.django_db
+
+FIELDS = (
+    "marketing_url",
+    "eligible_for_financial_aid",
+    "language",
+    "catalog_synced_at",
+    "catalog_status",
+    "catalog_error",
+    "catalog_checked_at",
+    "catalog_attempted_at",
+)
+
+
+def _scenario():
+    """Five rows and what one catalog answer (sent at ``sent``, received at ``received``) does
+    to each: changed, unchanged, refused (not a check), fresher (written after ``sent``: left
+    alone whole), attempted later than ``sent`` (its attempt time is not moved back)."""
+    now = timezone.now()
+    sent, received = now - timedelta(seconds=10), now - timedelta(seconds=5)
+    before, after = sent - timedelta(hours=1), sent + timedelta(seconds=1)
+    keys = [f"course-v1:Edge+E{i}+2024" for i in range(5)]
+    for i, key in enumerate(keys):
+        CourseOverviewFactory(
+            id=CourseKey.from_string(key),
+            marketing_url=f"https://old.example/{i}",
+            catalog_synced_at=after if i == 3 else before,
+            catalog_checked_at=before,
+            catalog_attempted_at=after if i == 4 else before,
+            catalog_status=CatalogStatus.OK,
+        )
+    rows = {row.id: row for row in read_rows(CourseOverview.objects.all())}
+    changed = rows[keys[0]]
+    changed.marketing_url, changed.catalog_synced_at = "https://new.example/0", received
+    refused = rows[keys[2]]
+    refused.catalog_status, refused.catalog_error = CatalogStatus.ERROR, "catalog record refused: x"
+    fresher = rows[keys[3]]
+    fresher.marketing_url, fresher.catalog_synced_at = "https://stale.example/3", received
+    stamps = [
+        Stamp(changed, changed=True, checked=True),
+        Stamp(rows[keys[1]], changed=False, checked=True),
+        Stamp(refused, changed=True, checked=False),
+        Stamp(fresher, changed=True, checked=True),
+        Stamp(rows[keys[4]], changed=False, checked=True),
+    ]
+    return keys, stamps, sent, received, before, after
+
+
+def _table():
+    return {str(k): v for k, *v in CourseOverview.objects.order_by("id").values_list("id", *FIELDS)}
+
+
+@pytest.mark.parametrize("path", ["_update_from_values", "_update_with_case"])
+def test_both_write_paths_leave_the_same_table(path):
+    keys, stamps, sent, received, before, after = _scenario()
+    written = getattr(sync, path)(stamps, sent, received)
+    assert written == {keys[0], keys[1], keys[2], keys[4]}  # not the fresher one
+    table = _table()
+    url, _aid, _lang, synced, status, error, checked, attempted = range(8)
+    # changed: new values, last changed and last checked = received, attempted = sent
+    assert table[keys[0]][url] == "https://new.example/0"
+    assert (table[keys[0]][synced], table[keys[0]][checked], table[keys[0]][attempted]) == (
+        received,
+        received,
+        sent,
+    )
+    # unchanged: values and last changed kept, checked now
+    assert table[keys[1]][url] == "https://old.example/1" and table[keys[1]][synced] == before
+    assert table[keys[1]][checked] == received and table[keys[1]][attempted] == sent
+    # refused: the error recorded, values kept, not a check
+    assert table[keys[2]][status] == CatalogStatus.ERROR and table[keys[2]][error].startswith(
+        "catalog record"
+    )
+    assert table[keys[2]][url] == "https://old.example/2" and table[keys[2]][checked] == before
+    # fresher: nothing of this answer written, not even the attempt
+    assert table[keys[3]][url] == "https://old.example/3"
+    assert (table[keys[3]][synced], table[keys[3]][checked]) == (after, before)
+    # attempted after this fetch was sent: not moved back
+    assert table[keys[4]][attempted] == after and table[keys[4]][checked] == received
+
+
+def test_the_portable_path_is_used_on_other_databases(monkeypatch):
+    keys, stamps, sent, received, *_ = _scenario()
+    calls = []
+    monkeypatch.setattr(sync.connection, "vendor", "mysql")
+    monkeypatch.setattr(sync, "_update_with_case", lambda *a: calls.append(a) or {keys[0]})
+    superseded = sync.guarded_bulk_update(stamps, sent_at=sent, received_at=received)
+    assert len(calls) == 1
+    # every changed row not written is reported superseded; unchanged ones never are
+    assert [str(s.row.id) for s in superseded] == [keys[2], keys[3]]
+
+
+def test_an_empty_page_writes_nothing():
+    assert sync.guarded_bulk_update([], sent_at=timezone.now(), received_at=timezone.now()) == []
+
+
+def test_catalog_keys_of_ccx_courses_are_their_masters():
+    master = "course-v1:MITx+6.002x+2024"
+    ccx = "ccx-v1:MITx+6.002x+2024+ccx@7"
+    assert catalog_key_for(ccx) == master
+    assert catalog_key_for(CourseKey.from_string(ccx)) == master
+    assert catalog_key_for(master) == master
+    assert catalog_key_for(CourseKey.from_string(master)) == master
+
+
+def test_counters_add_up_and_print_every_field_in_one_line():
+    total = SyncCounters(seen=2, updated=1, catalog_requests=1)
+    total += SyncCounters(seen=3, unchanged=2, missing=1, catalog_requests=2, superseded=1)
+    assert (total.seen, total.updated, total.unchanged, total.missing, total.catalog_requests) == (
+        5,
+        1,
+        2,
+        1,
+        3,
+    )
+    assert total.as_line() == (
+        "seen=5 updated=1 unchanged=2 missing=1 refused=0 errored=0 ignored=0 superseded=1 catalog_requests=3"
+    )
