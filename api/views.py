@@ -33,7 +33,7 @@ from catalog.connection import CatalogCallsDisabled, build_client, why_calls_are
 from catalog.refresh import failure_text, refresh_courses
 from catalog_client.client import CatalogClient
 from catalog_client.errors import CatalogError, CatalogThrottled, CatalogTimeout
-from enrollments.models import listed_enrollments
+from enrollments.models import count_active, listed_enrollments, listed_page
 from overviews.keys import parse_course_key
 from overviews.models import CourseOverview
 from tasks.refresh import request_refresh
@@ -208,9 +208,9 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
     is 1-based or ``last``, and a page past the end (or not a number) is 404. ``next`` and
     ``previous`` are absolute URLs that always carry ``page``, so following them stays paginated.
 
-    One query for the list, and one for a page (the page and the total in one, a window count;
-    ``page=last`` counts first), whatever the number of enrollments; the rows are tuples of only
-    the columns sent, encoded to JSON in one pass.
+    One query for the list, and one for a page (its rows and the total together; ``page=last``
+    counts first), whatever the number of enrollments; the rows are tuples of only the columns
+    sent, encoded to JSON in one pass.
     """
 
     permission_classes = (IsSelfOrStaff,)
@@ -235,19 +235,19 @@ class UserCourseEnrollmentsView(AuthenticatedAPIView):
         )
         wanted = params.get("page", "1")
         if wanted == "last":  # the only page whose number needs the count first
-            number = _num_pages(listed_enrollments(user).count(), size)
+            number = _num_pages(count_active(user), size)
         else:
             number = _positive_int(wanted)
             if number is None:
                 return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}")
         start = (number - 1) * size
-        rows = list(listed_enrollments(user, with_total=True)[start : start + size])
+        rows = list(listed_page(user, start, size))
         if rows:
             count = rows[0][-1]
         elif number == 1:  # an empty list still has its (empty) first page
             count = 0
         else:
-            num_pages = _num_pages(listed_enrollments(user).count(), size)
+            num_pages = _num_pages(count_active(user), size)
             return _error(status.HTTP_404_NOT_FOUND, f"invalid page {short(wanted)}: there are {num_pages}")
         num_pages = _num_pages(count, size)
         url = request.build_absolute_uri()

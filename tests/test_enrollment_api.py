@@ -272,7 +272,7 @@ def test_sql_is_constant_at_1_50_500_and_2000_enrollments(n, learner, staff, dja
 
     with django_assert_num_queries(2):  # the token with its user; the enrollments with their courses
         assert len(as_learner.get(url()).json()) == n
-    with django_assert_num_queries(2):  # ...; the page with its total (a window count)
+    with django_assert_num_queries(2):  # ...; the page with its total (one query)
         body = as_learner.get(url(query="page=1")).json()
         assert (len(body["results"]), body["count"]) == (min(n, ENROLLMENTS_PAGE_SIZE), n)
     with django_assert_num_queries(2):
