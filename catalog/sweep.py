@@ -110,10 +110,17 @@ def lease_holder() -> str | None:
     return f"run:{run.pk}" if run is not None else None
 
 
-def start_sweep(trigger: str, *, page_size: int | None = None, in_process: bool = False) -> SweepRun | None:
+def start_sweep(
+    trigger: str, *, page_size: int | None = None, in_process: bool = False, owner: str | None = None
+) -> SweepRun | None:
     """Take the lease and return the run to work on (a dead one resumed, or a new one); None
-    when another sweep is running. The returned run's ``owner`` is this caller's token."""
-    owner = uuid.uuid4().hex
+    when another sweep is running. The returned run's ``owner`` is this caller's token.
+
+    ``owner`` (the coordinator task's id) lets a redelivered coordinator take over the run its
+    own killed execution started, at once: that execution is not running any more, this one is.
+    Without it, a coordinator SIGKILLed mid-planning and redelivered at once (RabbitMQ) found
+    its own fresh heartbeat, said "already running", and the run waited for the next trigger."""
+    owner = owner or uuid.uuid4().hex
     now = timezone.now()
     run = running_run()
     if run is None:
@@ -132,6 +139,8 @@ def start_sweep(trigger: str, *, page_size: int | None = None, in_process: bool 
         logcontext.bind(sweep_id=run.pk)  # this process's log lines from here name the sweep
         log.info("catalog sweep: sweep #%s started (%s)", run.pk, trigger)
         return run
+    if run.owner == owner:  # our own earlier execution, killed: resume now
+        return _take_over(run, owner, now, trigger)
     if run.heartbeat_at is not None and run.heartbeat_at > now - lease_ttl():
         log.info("catalog sweep: not started (%s): sweep #%s is running", trigger, run.pk)
         return None

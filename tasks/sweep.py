@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from django.utils import timezone
@@ -36,15 +37,16 @@ log = logging.getLogger("tasks.sweep")
     soft_time_limit=conf.SWEEP_SOFT_TIME_LIMIT,
     time_limit=conf.SWEEP_TIME_LIMIT,
     ignore_result=True,
+    bind=True,
 )
-def sweep(trigger: str = "beat", page_size: int | None = None) -> str:
+def sweep(self, trigger: str = "beat", page_size: int | None = None) -> str:
     """Start (or resume) the full resync and dispatch its chunks; returns at once. Single flight:
     a second trigger while a sweep runs is a logged no-op."""
     reason = why_calls_are_off()
     if reason:
         log.info("catalog sweep: no sweep: %s", reason)
         return "disabled"
-    run = start_sweep(trigger, page_size=page_size)
+    run = start_sweep(trigger, page_size=page_size, owner=_owner_token(self.request.id))
     if run is None:
         return "already-running"
     dispatched = 0
@@ -64,6 +66,12 @@ def sweep(trigger: str = "beat", page_size: int | None = None) -> str:
         raise
     log.info("catalog sweep: sweep #%s dispatched %d chunk(s)", run.pk, dispatched)
     return f"sweep #{run.pk}: {dispatched} chunk(s)"
+
+
+def _owner_token(task_id: str | None) -> str | None:
+    """The run's 32-character owner column holds this coordinator's task id, hashed to fit (a
+    redelivered message keeps its id, so it recognises the run its killed execution started)."""
+    return hashlib.blake2b(task_id.encode(), digest_size=16).hexdigest() if task_id else None
 
 
 def _dispatch(run_id: int, chunk) -> None:

@@ -452,7 +452,7 @@ def test_beat_installs_the_requeue_in_its_database_schedule(monkeypatch):
 
     DatabaseScheduler(app=app, lazy=True).update_from_dict(app.conf.beat_schedule)  # what beat does
     task = PeriodicTask.objects.get(task=refresh_tasks.requeue_refreshes.name)
-    assert task.enabled and task.queue == conf.REFRESH_QUEUE
+    assert task.enabled and task.queue == conf.MAINTENANCE_QUEUE  # not behind a refresh backlog
     assert task.interval.every == conf.REFRESH_REQUEUE_INTERVAL and task.interval.period == "seconds"
     assert 0 < task.expire_seconds <= conf.REFRESH_REQUEUE_INTERVAL  # missed ticks never pile up
 

@@ -519,6 +519,22 @@ def test_a_coordinator_that_fails_mid_dispatch_is_resumed_at_once_by_the_next_tr
     assert dispatch.call_count == 6 and SweepRun.objects.get().resumed == 1
 
 
+def test_a_redelivered_coordinator_takes_over_its_own_run_at_once(wire):
+    """A coordinator SIGKILLed mid-planning and redelivered at once (RabbitMQ) keeps its task id:
+    it resumes the run its killed execution started, whose heartbeat is still fresh, while any
+    other trigger is still refused (found by the chaos soak)."""
+    from tasks.sweep import _owner_token
+
+    _courses(wire, 30)
+    mine = _owner_token("5bd56ed3-0000-4000-8000-000000000001")
+    assert mine == _owner_token("5bd56ed3-0000-4000-8000-000000000001") and len(mine) == 32
+    run = sweeps.start_sweep("beat", page_size=5, owner=mine)
+    assert sweeps.start_sweep("beat", owner=_owner_token("another-trigger")) is None
+    resumed = sweeps.start_sweep("beat", owner=mine)
+    assert resumed is not None and resumed.pk == run.pk and resumed.resumed == 1
+    assert SweepRun.objects.filter(status=SweepStatus.RUNNING).count() == 1
+
+
 # -- never strand the lease ------------------------------------------------------------------
 
 
