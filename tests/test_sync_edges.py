@@ -11,15 +11,24 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import responses
 from django.utils import timezone
 from opaque_keys.edx.keys import CourseKey
 
 from catalog import sync
 from catalog.sync import Stamp, SyncCounters, catalog_key_for, read_rows
 from overviews.models import CatalogStatus, CourseOverview
-from tests.factories import CourseOverviewFactory
+from tests.factories import CourseOverviewFactory, catalog_run
+from tests.wire import WireCatalog
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def wire(catalog_settings):
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield WireCatalog(rsps)
+
 
 FIELDS = (
     "marketing_url",
@@ -137,3 +146,87 @@ def test_counters_add_up_and_print_every_field_in_one_line():
     assert total.as_line() == (
         "seen=5 updated=1 unchanged=2 missing=1 refused=0 errored=0 ignored=0 superseded=1 catalog_requests=3"
     )
+
+
+# -- which write path, and how many rows a statement carries -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor", "version", "path"),
+    [
+        ("postgresql", (3, 0, 0), "_update_from_values"),
+        ("sqlite", (3, 35, 0), "_update_from_values"),
+        ("sqlite", (3, 34, 1), "_update_with_case"),
+        ("mysql", (3, 45, 0), "_update_with_case"),
+    ],
+)
+def test_the_write_path_follows_the_database(monkeypatch, vendor, version, path):
+    """UPDATE ... FROM (VALUES ...) RETURNING needs PostgreSQL or SQLite 3.35; anything else
+    takes the portable path."""
+    keys, stamps, sent, received, *_ = _scenario()
+    calls = []
+    monkeypatch.setattr(sync.connection, "vendor", vendor)
+    monkeypatch.setattr(sync.sqlite3, "sqlite_version_info", version)
+    for name in ("_update_from_values", "_update_with_case"):
+        monkeypatch.setattr(sync, name, lambda *args, name=name: calls.append((name, args)) or set(keys))
+    assert sync.guarded_bulk_update(stamps, sent_at=sent, received_at=received) == []
+    assert [(name, args) for name, args in calls] == [(path, (stamps, sent, received))]
+
+
+def test_a_page_larger_than_the_databases_parameter_limit_is_written_in_several_statements():
+    """SQLite refuses a statement with more bound parameters than its limit: the write splits the
+    page so that every statement fits, and every row is still written."""
+    from django.db import connection
+
+    CourseOverviewFactory.create_batch(45)
+    rows = read_rows(CourseOverview.objects.order_by("id"))
+    for row in rows:
+        row.marketing_url = "https://batched.example/" + row.id
+    connection.ensure_connection()
+    limit = connection.connection.getlimit(sync.sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    connection.connection.setlimit(sync.sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 200)
+    try:
+        per_statement = sync._rows_per_query()
+        now = timezone.now()
+        written = sync._update_from_values([Stamp(row) for row in rows], now, now)
+    finally:
+        connection.connection.setlimit(sync.sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+    assert 1 < per_statement < 45
+    assert written == {row.id for row in rows}
+    assert set(CourseOverview.objects.values_list("marketing_url", flat=True)) == {
+        "https://batched.example/" + row.id for row in rows
+    }
+
+
+def test_other_databases_take_pages_of_up_to_2000_rows(monkeypatch):
+    monkeypatch.setattr(sync.connection, "vendor", "postgresql")
+    assert sync._rows_per_query() == 2000
+
+
+# -- what a sync reports and records -------------------------------------------------------------
+
+
+def test_a_dry_run_reports_the_stored_value_it_would_replace(wire, catalog_client):
+    ov = CourseOverviewFactory(marketing_url="https://old.example/x")
+    wire.add(catalog_run(str(ov.id), marketing_url="https://new.example/x"))
+    result = sync.sync_overviews([ov], catalog_client, dry_run=True)
+    assert sync.Change(str(ov.id), "marketing_url", "https://old.example/x", "https://new.example/x") in (
+        result.changes
+    )
+    ov.refresh_from_db()
+    assert ov.marketing_url == "https://old.example/x"
+
+
+def test_a_sync_counts_the_catalog_requests_it_made(wire, catalog_client):
+    ov = CourseOverviewFactory()
+    wire.add(catalog_run(str(ov.id)))
+    first = sync.sync_overviews([ov], catalog_client).counters
+    second = sync.sync_overviews([ov], catalog_client).counters
+    assert (first.catalog_requests, second.catalog_requests) == (2, 1)  # the token once, then a page
+
+
+def test_a_recorded_failure_keeps_at_most_2000_characters_of_the_error():
+    ov = CourseOverviewFactory()
+    assert sync.record_failure([str(ov.id)], "E" * 5000) == 1
+    ov.refresh_from_db()
+    assert ov.catalog_status == CatalogStatus.ERROR and ov.catalog_error == "E" * 2000
