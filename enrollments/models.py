@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import connections, models
-from django.db.models import Count, ExpressionWrapper, F, Func, Subquery
+from django.db.models import ExpressionWrapper, F, Func
+from django.db.models.expressions import RawSQL
 
 from overviews.models import CATALOG_FIELDS, CONTENT_FIELDS, CourseOverview
 
@@ -136,12 +137,24 @@ def listed_page(user, start: int, size: int, *, using: str = "default") -> model
 
     The page's ids are chosen first (a subquery on the enrollment table alone, ``LIMIT``), so the
     join and the timestamps' text are made for the page's rows only, not for every enrollment
-    before the limit; the total is an uncorrelated subquery, counted once.
+    before the limit; the total is an uncorrelated subquery, counted once. Both are written as
+    SQL (``_PAGE_IDS``, ``_TOTAL``): compiling them as ORM subqueries cost more CPU than the rest
+    of the request.
     """
-    mine = _active(user, using)
-    page_ids = mine.order_by("-created", "-id").values("pk")[start : start + size]
-    total = mine.order_by().values("user_id").annotate(n=Count("pk")).values("n")
-    return _listing(using).filter(pk__in=Subquery(page_ids)).annotate(total=Subquery(total))
+    table = CourseEnrollment._meta.db_table
+    # Values are parameters; the only text put in is the model's own table name.
+    page_ids = RawSQL(_PAGE_IDS.format(table=table), (user.pk, size, start))  # noqa: S611
+    total = RawSQL(_TOTAL.format(table=table), (user.pk,), output_field=models.IntegerField())  # noqa: S611
+    return _listing(using).filter(pk__in=page_ids).annotate(total=total)
+
+
+# The same filter and order as ``_listing`` (is_active; created, id descending), on the enrollment
+# table alone. Column names are the model's own (``CourseEnrollment``'s fields, not renamed).
+_PAGE_IDS = (
+    "SELECT id FROM {table} WHERE user_id = %s AND is_active"
+    " ORDER BY created DESC, id DESC LIMIT %s OFFSET %s"
+)
+_TOTAL = "SELECT COUNT(*) FROM {table} WHERE user_id = %s AND is_active"
 
 
 def count_active(user, *, using: str = "default") -> int:
