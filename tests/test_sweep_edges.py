@@ -1,0 +1,160 @@
+"""Edges of the sweep's bookkeeping that ``make mutation`` found unpinned: each operation touches
+its own run and nothing else, stamps the times it promises, and sums what it says it sums.
+
+Most sweep tests hold one run, where "this run" and "every run" cannot be told apart; here an
+older, finished run with its own chunks sits beside the running one.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import transaction
+from django.utils import timezone
+
+from catalog import sweep as sweeps
+from catalog.models import SWEEP_COUNTERS, ChunkStatus, SweepChunk, SweepRun, SweepStatus
+
+pytestmark = pytest.mark.django_db
+
+LONG_AGO = timedelta(hours=3)
+
+
+def _old_run(owner: str) -> SweepRun:
+    """A finished run with the same owner token, a heartbeat and a chunk still marked pending."""
+    beat = timezone.now() - LONG_AGO
+    old = SweepRun.objects.create(trigger="beat", status=SweepStatus.FAILED, heartbeat_at=beat, owner=owner)
+    SweepChunk.objects.create(run=old, seq=0, first_key="a", last_key="b", size=2)
+    return old
+
+
+def _running(owner: str = "me") -> SweepRun:
+    run = sweeps.start_sweep("command", owner=owner)
+    assert run is not None
+    for seq in range(2):
+        SweepChunk.objects.create(run=run, seq=seq, first_key=f"k{seq}", last_key=f"k{seq}z", size=5)
+    return run
+
+
+def _beat(run: SweepRun):
+    return SweepRun.objects.values_list("heartbeat_at", flat=True).get(pk=run.pk)
+
+
+def test_the_lease_ttl_is_the_setting_or_ten_minutes(settings):
+    settings.CATALOG_SWEEP_LEASE_TTL = 42
+    assert sweeps.lease_ttl() == timedelta(seconds=42)
+    del settings.CATALOG_SWEEP_LEASE_TTL
+    assert sweeps.lease_ttl() == timedelta(seconds=600)
+
+
+def test_a_heartbeat_renews_only_the_running_run_it_names():
+    run = _running()
+    old = _old_run(run.owner)
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    before_old = _beat(old)
+    assert sweeps.heartbeat(old.pk) is False  # finished: not renewed
+    assert _beat(old) == before_old and _beat(run) < timezone.now() - LONG_AGO / 2
+    assert sweeps.heartbeat(run.pk) is True
+    assert timezone.now() - _beat(run) < timedelta(minutes=1)
+    assert sweeps.heartbeat(run.pk, owner="someone else") is False
+
+
+def test_abandon_clears_the_heartbeat_of_its_own_running_run_only():
+    run = _running()
+    old = _old_run(run.owner)
+    before_old = _beat(old)
+    sweeps.abandon(old)  # not running: untouched, and the running run is not touched either
+    assert _beat(old) == before_old and _beat(run) is not None
+    sweeps.abandon(SweepRun(pk=run.pk, owner="a taker-over"))  # not its owner: untouched
+    assert _beat(run) is not None
+    sweeps.abandon(run)
+    assert _beat(run) is None
+
+
+def test_stopping_a_run_fails_it_and_cancels_its_pending_chunks_only():
+    run = _running()
+    old = _old_run(run.owner)
+    stopped = sweeps.stop_run(run, "E" * 5000)
+    assert stopped.status == SweepStatus.FAILED and stopped.error == "E" * 2000
+    assert stopped.finished_at is not None and timezone.now() - stopped.finished_at < timedelta(minutes=1)
+    chunks = list(run.chunks.all())
+    assert {c.status for c in chunks} == {ChunkStatus.CANCELLED}
+    assert all(c.finished_at is not None and c.error == f"not run: sweep #{run.pk} stopped" for c in chunks)
+    # the other run's chunk is not this run's to cancel
+    assert old.chunks.get().status == ChunkStatus.PENDING
+    # stopping a run that is no longer running changes nothing
+    again = sweeps.stop_run(old, "late")
+    assert again.error == "" and old.chunks.get().status == ChunkStatus.PENDING
+
+
+def test_only_the_owner_stops_a_run():
+    run = _running()
+    sweeps.stop_run(SweepRun(pk=run.pk, owner="a taker-over"), "not mine")
+    run.refresh_from_db()
+    assert run.status == SweepStatus.RUNNING and run.finished_at is None
+    assert set(run.chunks.values_list("status", flat=True)) == {ChunkStatus.PENDING}
+
+
+def test_a_take_over_renews_the_heartbeat_and_counts_the_resume():
+    run = _running(owner="first")
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    taken = sweeps.start_sweep("beat", owner="second")
+    assert taken.pk == run.pk and taken.owner == "second" and taken.resumed == 1
+    assert timezone.now() - taken.heartbeat_at < timedelta(minutes=1)
+
+
+def test_a_run_stopped_since_it_was_read_is_not_taken_over():
+    run = _running(owner="first")
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    run.refresh_from_db()  # read as running and stale ...
+    SweepRun.objects.filter(pk=run.pk).update(status=SweepStatus.FAILED)  # ... then stopped
+    assert sweeps._take_over(run, "second", timezone.now(), "beat") is None
+    assert SweepRun.objects.get(pk=run.pk).owner == "first"
+
+
+def test_reconcile_sets_the_run_to_the_sum_of_its_chunks():
+    run = _running()
+    first, second = run.chunks.order_by("seq")
+    SweepChunk.objects.filter(pk=first.pk).update(
+        status=ChunkStatus.DONE, seen=5, updated=2, catalog_requests=3
+    )
+    SweepChunk.objects.filter(pk=second.pk).update(status=ChunkStatus.FAILED, seen=5, errored=5, throttled=1)
+    SweepChunk.objects.create(run=run, seq=2, first_key="k2", last_key="k2z", size=5)  # pending
+    SweepRun.objects.filter(pk=run.pk).update(courses_seen=999, chunks_done=0, chunks_total=0)
+    with transaction.atomic():
+        sweeps._reconcile(run.pk)
+    run.refresh_from_db()
+    counters = sweeps.run_counters(run)
+    assert counters["seen"] == 10 and counters["updated"] == 2 and counters["errored"] == 5
+    assert counters["catalog_requests"] == 3 and counters["throttled"] == 1 and counters["retries"] == 0
+    assert (run.chunks_done, run.chunks_failed, run.chunks_total) == (2, 1, 3)
+
+
+def test_reconcile_of_a_run_without_chunks_is_all_zeros():
+    run = sweeps.start_sweep("command")
+    SweepRun.objects.filter(pk=run.pk).update(courses_seen=7)
+    with transaction.atomic():
+        sweeps._reconcile(run.pk)
+    run.refresh_from_db()
+    assert set(sweeps.run_counters(run).values()) == {0}
+    assert (run.chunks_done, run.chunks_failed, run.chunks_total) == (0, 0, 0)
+
+
+def test_the_counters_line_names_every_counter_and_zero_for_the_missing():
+    line = sweeps.counters_line({"seen": 3})
+    assert line == " ".join(f"{name}={3 if name == 'seen' else 0}" for name in SWEEP_COUNTERS)
+
+
+def test_a_failed_attempt_is_a_heartbeat_and_counts_only_what_it_spent():
+    run = _running()
+    chunk = run.chunks.first()
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    sweeps.record_attempt(run.pk, chunk.pk, requests=2)
+    chunk.refresh_from_db()
+    run.refresh_from_db()
+    assert (chunk.catalog_requests, chunk.throttled, chunk.retries) == (2, 0, 0)
+    assert timezone.now() - run.heartbeat_at < timedelta(minutes=1)
+    sweeps.record_attempt(run.pk, chunk.pk, requests=1, throttled=1, retried=True)
+    chunk.refresh_from_db()
+    assert (chunk.catalog_requests, chunk.throttled, chunk.retries) == (3, 1, 1)
