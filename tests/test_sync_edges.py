@@ -55,7 +55,7 @@ def _scenario():
             id=CourseKey.from_string(key),
             marketing_url=f"https://old.example/{i}",
             catalog_synced_at=after if i == 3 else before,
-            catalog_checked_at=before,
+            catalog_checked_at=None if i == 1 else before,  # row 1: never checked yet
             catalog_attempted_at=after if i == 4 else before,
             catalog_status=CatalogStatus.OK,
         )
