@@ -64,7 +64,7 @@ standin: install ## the bundled stand-in catalog on 127.0.0.1:8765 (settings.dev
 	$(PY) -m standin --port 8765 --courses 3200 --write-lms-records var/standin-courses.jsonl
 
 bench: install ## benchmarks: prints a table, writes bench/results/*.json
-	$(PY) scripts/services.py ensure redis
+	$(PY) scripts/services.py ensure redis postgres
 	$(PY) bench/run.py
 
 soak: install ## chaos soak, ~5 minutes (not in CI): faults, kills, publishes; one PASS/FAIL line (SOAK_ARGS="--stack embedded")
