@@ -42,6 +42,7 @@ from bench.common import (
     percentile,
     wait_until,
 )
+from bench.lms import postgres_answers
 
 PG = "postgresql://postgres@127.0.0.1:5432"
 DB_NAME = "catalog_bench_enrollments"
@@ -437,6 +438,11 @@ def run(ctx: BenchContext) -> BenchResult:
     rounds = 1 if ctx.quick else 3
     n_one = 60 if ctx.quick else 300  # requests per scenario per round, one client
     per_client = 10 if ctx.quick else 50  # requests per client per round, 10 clients
+    if not postgres_answers():
+        raise RuntimeError(
+            "enrollments: PostgreSQL on 127.0.0.1:5432 (user postgres) does not answer; this benchmark "
+            "measures the API on PostgreSQL only (scripts/services.py ensure starts it)"
+        )
     env = _env(ctx.tmp)
     _admin(f"DROP DATABASE IF EXISTS {DB_NAME} WITH (FORCE)")
     _admin(f"CREATE DATABASE {DB_NAME}")
