@@ -10,15 +10,31 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+import responses
 from django.db import transaction
 from django.utils import timezone
 
 from catalog import sweep as sweeps
 from catalog.models import SWEEP_COUNTERS, ChunkStatus, SweepChunk, SweepRun, SweepStatus
+from catalog.retry import in_process_policy
+from standin import semantics
+from tests.factories import CourseOverviewFactory, catalog_run
+from tests.wire import WireCatalog
 
 pytestmark = pytest.mark.django_db
 
 LONG_AGO = timedelta(hours=3)
+
+
+@pytest.fixture
+def wire():
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+        yield WireCatalog(rsps)
+
+
+def _throttled_once(wire):
+    """The catalog answers the first list request 429 (Retry-After: 1), then as usual."""
+    wire.before_list = lambda w: semantics.throttled(1) if w.list_requests == 1 else None
 
 
 def _old_run(owner: str) -> SweepRun:
@@ -158,3 +174,59 @@ def test_a_failed_attempt_is_a_heartbeat_and_counts_only_what_it_spent():
     sweeps.record_attempt(run.pk, chunk.pk, requests=1, throttled=1, retried=True)
     chunk.refresh_from_db()
     assert (chunk.catalog_requests, chunk.throttled, chunk.retries) == (3, 1, 1)
+
+
+# -- the in-process sweep and its dry run count what they spent -------------------------------
+
+
+def test_an_in_process_sweep_counts_a_429_on_its_chunk_and_its_run(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(4)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    _throttled_once(wire)
+    run = sweeps.start_sweep("command", page_size=2, in_process=True)
+    slept, seen = [], []
+    done = sweeps.run_in_process(
+        run,
+        catalog_client,
+        policy=in_process_policy(3),
+        sleep=slept.append,
+        on_chunk=lambda chunk, counters: seen.append((chunk.seq, counters.seen)),
+    )
+    assert done.status == SweepStatus.COMPLETE and slept and slept[0] >= 1  # Retry-After as a floor
+    assert seen == [(0, 2), (1, 2)]
+    first = done.chunks.get(seq=0)
+    assert (first.throttled, first.retries) == (1, 1)
+    assert (done.throttled, done.retries, done.courses_seen) == (1, 1, 4)
+    assert done.catalog_requests == 1 + wire.list_requests  # the token, and every list request
+
+
+def test_a_dry_run_counts_what_a_sweep_would_and_numbers_its_chunks_in_order(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(45)  # page size 1: three planning batches
+    wire.add(*(catalog_run(str(ov.id), marketing_url="https://new.example/x") for ov in rows))
+    _throttled_once(wire)
+    seqs = []
+    result = sweeps.dry_run(
+        catalog_client,
+        page_size=1,
+        policy=in_process_policy(3),
+        sleep=lambda seconds: None,
+        on_chunk=lambda chunk, counters: seqs.append(chunk.seq),
+    )
+    assert result.completed and result.chunks_done == 45 and seqs == list(range(45))
+    counters = result.counters
+    assert (counters["throttled"], counters["retries"], counters["seen"]) == (1, 1, 45)
+    assert counters["updated"] == 45 and counters["catalog_requests"] == 1 + wire.list_requests
+    assert not SweepRun.objects.exists()  # a preview leaves no run behind
+
+
+def test_a_dry_run_whose_chunk_keeps_failing_counts_its_courses_errored(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(3)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    wire.before_list = lambda w: semantics.throttled(1)
+    result = sweeps.dry_run(
+        catalog_client, page_size=5, policy=in_process_policy(2), sleep=lambda seconds: None
+    )
+    assert not result.completed and result.chunks_done == 1 and "failed after 2 attempt(s)" in result.error
+    counters = result.counters
+    assert (counters["errored"], counters["throttled"], counters["retries"]) == (3, 2, 1)
+    assert counters["catalog_requests"] == 1 + wire.list_requests == 3
