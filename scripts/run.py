@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `python scripts/run.py` puts scripts/, not the root, on the path
+    sys.path.insert(0, str(ROOT))
 PY = sys.executable
 
 COMMANDS = {
