@@ -13,10 +13,13 @@ import pytest
 import responses
 from django.db import transaction
 from django.utils import timezone
+from prometheus_client.parser import text_string_to_metric_families
 
+from api import metrics as api_metrics
 from catalog import sweep as sweeps
 from catalog.models import SWEEP_COUNTERS, ChunkStatus, SweepChunk, SweepRun, SweepStatus
 from catalog.retry import in_process_policy
+from catalog.sync import SyncCounters
 from standin import semantics
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
@@ -49,7 +52,9 @@ def _running(owner: str = "me") -> SweepRun:
     run = sweeps.start_sweep("command", owner=owner)
     assert run is not None
     for seq in range(2):
-        SweepChunk.objects.create(run=run, seq=seq, first_key=f"k{seq}", last_key=f"k{seq}z", size=5)
+        SweepChunk.objects.create(
+            run=run, seq=seq, first_key=f"course-v1:Z+Z{seq}+A", last_key=f"course-v1:Z+Z{seq}+Z", size=5
+        )
     return run
 
 
@@ -230,3 +235,33 @@ def test_a_dry_run_whose_chunk_keeps_failing_counts_its_courses_errored(wire, ca
     counters = result.counters
     assert (counters["errored"], counters["throttled"], counters["retries"]) == (3, 2, 1)
     assert counters["catalog_requests"] == 1 + wire.list_requests == 3
+
+
+def _chunks_counted(outcome: str) -> float:
+    """``catalog_sync_sweep_chunks_total{outcome=...}`` as /metrics reports it."""
+    for family in text_string_to_metric_families(api_metrics.exposition()[0].decode()):
+        for sample in family.samples:
+            if sample.name == "catalog_sync_sweep_chunks_total" and sample.labels == {"outcome": outcome}:
+                return sample.value
+    return 0.0
+
+
+def test_finishing_a_chunk_stamps_it_counts_it_once_and_keeps_2000_characters_of_an_error():
+    run = _running()
+    first, second = run.chunks.order_by("seq")
+    done_before, failed_before = _chunks_counted("done"), _chunks_counted("failed")
+    outcome = sweeps.ChunkOutcome(SyncCounters(seen=5, updated=5), 1)
+    assert sweeps.finish_chunk(run.pk, first.pk, outcome) is True
+    failure = sweeps.ChunkOutcome(SyncCounters(), 2, error="E" * 5000)
+    assert sweeps.finish_chunk(run.pk, second.pk, failure, may_complete=False) is True
+    assert sweeps.finish_chunk(run.pk, first.pk, outcome) is False  # a duplicate is dropped
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, second.status) == (ChunkStatus.DONE, ChunkStatus.FAILED)
+    for chunk in (first, second):
+        assert chunk.finished_at is not None and timezone.now() - chunk.finished_at < timedelta(minutes=1)
+    assert first.error == "" and second.error == "E" * 2000 and second.errored == second.size
+    assert (_chunks_counted("done"), _chunks_counted("failed")) == (done_before + 1, failed_before + 1)
+    run.refresh_from_db()
+    # the duplicate's result was dropped, its request still counted: 1 + 2 + 1
+    assert (run.chunks_done, run.chunks_failed, run.courses_seen, run.catalog_requests) == (2, 1, 5, 4)
