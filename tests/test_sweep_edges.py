@@ -20,6 +20,7 @@ from catalog import sweep as sweeps
 from catalog.models import SWEEP_COUNTERS, ChunkStatus, SweepChunk, SweepRun, SweepStatus
 from catalog.retry import in_process_policy
 from catalog.sync import SyncCounters
+from overviews.models import CourseOverview
 from standin import semantics
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
@@ -265,3 +266,44 @@ def test_finishing_a_chunk_stamps_it_counts_it_once_and_keeps_2000_characters_of
     run.refresh_from_db()
     # the duplicate's result was dropped, its request still counted: 1 + 2 + 1
     assert (run.chunks_done, run.chunks_failed, run.courses_seen, run.catalog_requests) == (2, 1, 5, 4)
+
+
+def test_a_completed_run_logs_its_outcome_and_counters_once_committed(
+    django_capture_on_commit_callbacks, caplog
+):
+    run = _running()
+    SweepRun.objects.filter(pk=run.pk).update(planning_done=True, chunks_total=2)
+    caplog.set_level("INFO", logger="catalog.sweep")
+    with django_capture_on_commit_callbacks(execute=True):
+        for chunk in run.chunks.order_by("seq"):
+            sweeps.finish_chunk(run.pk, chunk.pk, sweeps.ChunkOutcome(SyncCounters(seen=5, unchanged=5), 1))
+    run.refresh_from_db()
+    assert run.status == SweepStatus.COMPLETE and run.finished_at is not None
+    finished = [r.getMessage() for r in caplog.records if "complete:" in r.getMessage()]
+    assert finished == [
+        f"catalog sweep: sweep #{run.pk} complete: {sweeps.counters_line(sweeps.run_counters(run))}"
+        " chunks=2 failed_chunks=0"
+    ]
+    assert "seen=10" in finished[0] and "catalog_requests=2" in finished[0]
+
+
+def test_an_in_process_chunk_that_keeps_failing_records_its_cost_and_spares_fresher_rows(
+    wire, catalog_client
+):
+    rows = CourseOverviewFactory.create_batch(3, catalog_status="ok")
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    wire.before_list = lambda w: semantics.throttled(1)
+    run = sweeps.start_sweep("command", page_size=5, in_process=True)
+
+    def meanwhile(seconds):  # while the chunk waits, a per-course fetch checks one of its courses
+        CourseOverview.objects.filter(pk=rows[0].pk).update(catalog_checked_at=timezone.now())
+
+    done = sweeps.run_in_process(run, catalog_client, policy=in_process_policy(2), sleep=meanwhile)
+    assert done.status == SweepStatus.FAILED and done.error.startswith("chunk 0 (")
+    chunk = done.chunks.get()
+    assert (chunk.status, chunk.throttled, chunk.retries, chunk.errored) == (ChunkStatus.FAILED, 2, 1, 3)
+    assert (done.throttled, done.retries, done.courses_errored) == (2, 1, 3)
+    statuses = dict(CourseOverview.objects.values_list("pk", "catalog_status"))
+    # the row checked after the failed fetch started is fresher than the failure: it keeps its status
+    assert statuses[rows[0].pk] == "ok"
+    assert statuses[rows[1].pk] == statuses[rows[2].pk] == "error"
