@@ -307,3 +307,73 @@ def test_an_in_process_chunk_that_keeps_failing_records_its_cost_and_spares_fres
     # the row checked after the failed fetch started is fresher than the failure: it keeps its status
     assert statuses[rows[0].pk] == "ok"
     assert statuses[rows[1].pk] == statuses[rows[2].pk] == "error"
+
+
+def test_a_run_completes_when_its_own_chunks_are_done_whatever_other_runs_hold():
+    run = _running()
+    old = _old_run(run.owner)  # a pending chunk of another run must not hold this one back
+    SweepRun.objects.filter(pk=run.pk).update(planning_done=True)
+    run.chunks.update(status=ChunkStatus.DONE)
+    assert sweeps.complete_if_done(run.pk) is True
+    assert SweepRun.objects.get(pk=run.pk).status == SweepStatus.COMPLETE
+    # a run that is no longer running is never completed (again)
+    old.chunks.update(status=ChunkStatus.DONE)
+    SweepRun.objects.filter(pk=old.pk).update(planning_done=True)
+    assert sweeps.complete_if_done(old.pk) is False
+    assert SweepRun.objects.get(pk=old.pk).status == SweepStatus.FAILED
+
+
+def test_a_failed_chunk_records_the_failure_on_its_own_courses_only():
+    keys = ["course-v1:Z+Z0+B", "course-v1:Z+Z0+C", "course-v1:Z+Z9+B"]  # the last is outside chunk 0
+    for key in keys:
+        CourseOverviewFactory(id=key, catalog_status="ok")
+    run = _running()
+    chunk = run.chunks.get(seq=0)
+    failure = sweeps.ChunkOutcome(SyncCounters(), 1, throttled=1, error="CatalogServerError: 503")
+    sweeps.finish_chunk(run.pk, chunk.pk, failure, may_complete=False)
+    statuses = dict(CourseOverview.objects.values_list("id", "catalog_status"))
+    assert [statuses[CourseOverview._meta.pk.to_python(k)] for k in keys] == ["error", "error", "ok"]
+    # the same result again: dropped, its cost (a 429 among it) counted, no retry spent
+    assert sweeps.finish_chunk(run.pk, chunk.pk, failure) is False
+    chunk.refresh_from_db()
+    assert (chunk.catalog_requests, chunk.throttled, chunk.retries) == (2, 2, 0)
+
+
+def test_planning_is_a_heartbeat_and_only_the_owner_of_a_running_run_plans():
+    CourseOverviewFactory.create_batch(3)
+    run = sweeps.start_sweep("command", page_size=2, owner="me")
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - LONG_AGO)
+    planned = [chunk for batch in sweeps.plan_chunks(run) for chunk in batch]
+    assert [c.size for c in planned] == [2, 1]
+    assert timezone.now() - _beat(run) < timedelta(minutes=1)
+
+    other = sweeps.start_sweep("beat", page_size=2)  # refused: "me" is running it
+    assert other is None
+    for stranger in (SweepRun.objects.get(pk=run.pk),):
+        stranger.owner, stranger.planning_done = "someone else", False
+        with pytest.raises(sweeps.SweepTakenOver, match=f"sweep #{run.pk} is no longer this process's"):
+            next(sweeps.plan_chunks(stranger))
+    SweepRun.objects.filter(pk=run.pk).update(status=SweepStatus.FAILED)
+    stopped = SweepRun.objects.get(pk=run.pk)
+    stopped.planning_done = False
+    with pytest.raises(sweeps.SweepTakenOver):
+        next(sweeps.plan_chunks(stopped))
+
+
+def test_an_in_process_sweep_that_ends_with_chunks_pending_is_stopped_not_left_running(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(2)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    run = sweeps.start_sweep("command", page_size=1, in_process=True)
+
+    def add_a_chunk_behind(chunk, counters):  # after the first of two chunks
+        if chunk.seq == 0:
+            SweepChunk.objects.create(
+                run=run, seq=99, first_key="course-v1:Y+Y+Y", last_key="course-v1:Y+Y+Z", size=1
+            )
+
+    done = sweeps.run_in_process(
+        run, catalog_client, policy=in_process_policy(2), sleep=lambda s: None, on_chunk=add_a_chunk_behind
+    )
+    assert done.status == SweepStatus.FAILED
+    assert done.error == "the in-process sweep ended with chunks still pending"
+    assert done.chunks.get(seq=99).status == ChunkStatus.CANCELLED
