@@ -349,10 +349,10 @@ def test_planning_is_a_heartbeat_and_only_the_owner_of_a_running_run_plans():
 
     other = sweeps.start_sweep("beat", page_size=2)  # refused: "me" is running it
     assert other is None
-    for stranger in (SweepRun.objects.get(pk=run.pk),):
-        stranger.owner, stranger.planning_done = "someone else", False
-        with pytest.raises(sweeps.SweepTakenOver, match=f"sweep #{run.pk} is no longer this process's"):
-            next(sweeps.plan_chunks(stranger))
+    stranger = SweepRun.objects.get(pk=run.pk)
+    stranger.owner, stranger.planning_done = "someone else", False
+    with pytest.raises(sweeps.SweepTakenOver, match=f"sweep #{run.pk} is no longer this process's"):
+        next(sweeps.plan_chunks(stranger))
     SweepRun.objects.filter(pk=run.pk).update(status=SweepStatus.FAILED)
     stopped = SweepRun.objects.get(pk=run.pk)
     stopped.planning_done = False
