@@ -377,3 +377,19 @@ def test_an_in_process_sweep_that_ends_with_chunks_pending_is_stopped_not_left_r
     assert done.status == SweepStatus.FAILED
     assert done.error == "the in-process sweep ended with chunks still pending"
     assert done.chunks.get(seq=99).status == ChunkStatus.CANCELLED
+
+
+def test_a_new_run_records_its_trigger_and_whether_it_runs_in_process():
+    run = sweeps.start_sweep("beat")
+    assert (run.trigger, run.in_process, run.resumed) == ("beat", False, 0)
+    sweeps.stop_run(run, "done with it")
+    inline = sweeps.start_sweep("command", in_process=True)
+    assert (inline.trigger, inline.in_process) == ("command", True)
+
+
+def test_a_redelivered_coordinator_resumes_its_own_run_at_once_with_a_fresh_heartbeat():
+    run = _running(owner="task-1")
+    SweepRun.objects.filter(pk=run.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=5))
+    again = sweeps.start_sweep("beat", owner="task-1")  # not stale, but its own: taken back now
+    assert again.pk == run.pk and again.resumed == 1
+    assert timezone.now() - again.heartbeat_at < timedelta(seconds=4)
