@@ -393,3 +393,16 @@ def test_a_redelivered_coordinator_resumes_its_own_run_at_once_with_a_fresh_hear
     again = sweeps.start_sweep("beat", owner="task-1")  # not stale, but its own: taken back now
     assert again.pk == run.pk and again.resumed == 1
     assert timezone.now() - again.heartbeat_at < timedelta(seconds=4)
+
+
+def test_an_in_process_sweep_over_a_source_without_a_429_counter_counts_no_429s():
+    from tests.test_sync_edges import _BareSource
+
+    rows = CourseOverviewFactory.create_batch(3)
+    source = _BareSource({str(ov.id): catalog_run(str(ov.id)) for ov in rows})
+    run = sweeps.start_sweep("command", page_size=2, in_process=True)
+    done = sweeps.run_in_process(run, source, policy=in_process_policy(2), sleep=lambda s: None)
+    assert done.status == SweepStatus.COMPLETE
+    assert (done.throttled, done.catalog_requests, done.courses_seen) == (0, 2, 3)
+    result = sweeps.dry_run(source, page_size=2, policy=in_process_policy(2), sleep=lambda s: None)
+    assert (result.counters["throttled"], result.counters["catalog_requests"]) == (0, 2)

@@ -230,3 +230,37 @@ def test_a_recorded_failure_keeps_at_most_2000_characters_of_the_error():
     assert sync.record_failure([str(ov.id)], "E" * 5000) == 1
     ov.refresh_from_db()
     assert ov.catalog_status == CatalogStatus.ERROR and ov.catalog_error == "E" * 2000
+
+
+def test_every_missing_and_refused_course_of_a_page_is_counted_and_missing_clears_the_error(
+    wire, catalog_client
+):
+    rows = CourseOverviewFactory.create_batch(
+        5, catalog_status=CatalogStatus.ERROR, catalog_error="old failure"
+    )
+    wire.add(catalog_run(str(rows[0].id)))
+    wire.add(*(catalog_run(str(ov.id), marketing_url="javascript:alert(1)") for ov in rows[1:3]))
+    counters = sync.sync_overviews(rows, catalog_client).counters  # rows 3 and 4: unknown to the catalog
+    assert (counters.seen, counters.updated, counters.refused, counters.missing) == (5, 1, 2, 2)
+    stored = {
+        str(k): (s, e)
+        for k, s, e in CourseOverview.objects.values_list("id", "catalog_status", "catalog_error")
+    }
+    assert stored[str(rows[3].id)] == stored[str(rows[4].id)] == (CatalogStatus.MISSING, "")
+
+
+class _BareSource:
+    """The least a catalog source has (``catalog.sync.CatalogSource``): no 429 counter."""
+
+    def __init__(self, runs):
+        self.runs, self.requests_made = runs, 0
+
+    def get_course_runs(self, keys):
+        self.requests_made += 1
+        return {key: self.runs[key] for key in keys if key in self.runs}
+
+
+def test_a_source_without_a_429_counter_counts_no_429s():
+    ov = CourseOverviewFactory()
+    fetched = sync.fetch_runs([ov], _BareSource({str(ov.id): catalog_run(str(ov.id))}))
+    assert (fetched.requests, fetched.throttled) == (1, 0)
