@@ -406,3 +406,12 @@ def test_an_in_process_sweep_over_a_source_without_a_429_counter_counts_no_429s(
     assert (done.throttled, done.catalog_requests, done.courses_seen) == (0, 2, 3)
     result = sweeps.dry_run(source, page_size=2, policy=in_process_policy(2), sleep=lambda s: None)
     assert (result.counters["throttled"], result.counters["catalog_requests"]) == (0, 2)
+
+
+def test_a_dry_run_stopped_by_its_last_chunk_counts_every_chunk_it_did(wire, catalog_client):
+    rows = CourseOverviewFactory.create_batch(3)
+    wire.add(*(catalog_run(str(ov.id)) for ov in rows))
+    wire.before_list = lambda w: semantics.server_error() if w.list_requests >= 3 else None
+    result = sweeps.dry_run(catalog_client, page_size=1, policy=in_process_policy(2), sleep=lambda s: None)
+    assert not result.completed and result.chunks_done == 3  # two done, then the failed one
+    assert (result.counters["seen"], result.counters["errored"]) == (2, 1)
