@@ -101,7 +101,7 @@ def main() -> int:
                 raise SystemExit(f"demo: manage.py {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
             return proc.stdout.strip()
 
-        say("database: migrate, cache table, import the LMS's courses")
+        say("database: manage.py migrate (every table, the cache's included), import the LMS's courses")
         manage("migrate", "--noinput")
         print("   " + manage("import_courses", str(records)))
 
