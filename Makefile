@@ -70,7 +70,7 @@ bench: install ## benchmarks: prints a table, writes bench/results/*.json
 soak: install ## chaos soak, ~5 minutes (not in CI): faults, kills, publishes; one PASS/FAIL line (SOAK_ARGS="--stack embedded")
 	nice $(PY) scripts/soak.py $(SOAK_ARGS)
 
-mutation: install ## mutation testing of sync, mapping, retry, throttle, sweep (mutmut, unit tests; ~20 min): kill rate
+mutation: install ## mutation testing of sync, mapping, retry, throttle, sweep (mutmut, unit tests; ~10 min): kill rate
 	rm -rf mutants && mkdir -p var
 	nice $(VENV)/bin/mutmut run --max-children $${MUTATION_JOBS:-2} > var/mutation.log 2>&1 || { tail -n 40 var/mutation.log; exit 1; }
 	$(PY) scripts/mutation_summary.py
