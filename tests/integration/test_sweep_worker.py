@@ -128,10 +128,15 @@ def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin)
     # one process per chunk (200 courses plan as 2 one-request chunks) and one for the publish
     service.start_worker(concurrency=3)
     # the chunk's answer is slow (per item); a one-course answer is fast
-    standin.set_faults(latency_per_item_ms=100)  # ~10 s for a chunk of ~100, 0.1 s for one course
+    # ~10 s for a chunk of ~100 (under the 15 s read timeout), 0.1 s for one course
+    standin.set_faults(latency_per_item_ms=100)
     standin.reset_stats()
     service.manage("sync_catalog", "--async", "--page-size", "200")
-    wait_until(lambda: standin.stats()["list"] >= 1, 30, what="the chunk's request in flight")
+    # The stand-in counts a `keys=` filter on arrival, before the slow answer (its `list` count
+    # comes only after answering): the chunk holding our course has read the stale value.
+    wait_until(
+        lambda: key in standin.stats()["keys_requested"], 30, what="the chunk holding the course in flight"
+    )
     standin.state.update(key, marketing_url=new_url)  # the catalog changes after the chunk's read;
     # a publish fetches the fresher value and writes it before the chunk's slow answer arrives
     service.manage("simulate_publish", key)
