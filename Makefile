@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv/ with the project and its test and dev tools (idempotent)
 
-migrate: install ## apply database migrations and create the cache table (DATABASE_URL, default SQLite under var/)
+migrate: install ## manage.py migrate: every table, the database cache's included (DATABASE_URL, default SQLite under var/)
 	$(MANAGE) migrate --noinput
 
 demo: install ## the whole pipeline end to end on embedded defaults, with a summary
