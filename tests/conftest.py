@@ -49,3 +49,22 @@ def _fresh_caches():
     cache.clear()
     RequestCache.clear_all_namespaces()
     catalog_connection._shared.clear()
+
+
+@pytest.fixture
+def broker(monkeypatch):
+    """Point the Celery app at a given broker URL for one test (the env variable wins in Celery)."""
+    from tasks.app import app
+
+    def use(url: str) -> None:
+        monkeypatch.setenv("CELERY_BROKER_URL", url)
+        monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
+        monkeypatch.setitem(app.conf, "broker_url", url)
+
+    return use
+
+
+@pytest.fixture
+def embedded_broker(broker, tmp_path):
+    """The default broker of settings.test (kombu's SQLAlchemy transport on a SQLite file)."""
+    broker(f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")

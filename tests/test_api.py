@@ -36,7 +36,6 @@ from overviews.models import (
     CatalogStatus,
     CourseOverview,
 )
-from tasks.app import app
 from tasks.refresh import refresh_course
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
@@ -580,24 +579,6 @@ def test_enrollments_cost_a_constant_number_of_queries(as_staff, learner, staff,
 
 
 # --- GET /health/ -------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(monkeypatch):
-    """Point the Celery app at a given broker URL for one test (the env variable wins in Celery)."""
-
-    def use(url: str) -> None:
-        monkeypatch.setenv("CELERY_BROKER_URL", url)
-        monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
-        monkeypatch.setitem(app.conf, "broker_url", url)
-
-    return use
-
-
-@pytest.fixture
-def embedded_broker(broker, tmp_path):
-    """The default broker of settings.test (kombu's SQLAlchemy transport on a SQLite file)."""
-    broker(f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")
 
 
 def test_health_tells_anonymous_callers_up_and_nothing_more(embedded_broker):

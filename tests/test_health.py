@@ -14,24 +14,8 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from api import health
 from catalog.models import SweepRun, SweepStatus
-from tasks.app import app
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def broker(monkeypatch):
-    def use(url: str) -> None:
-        monkeypatch.setenv("CELERY_BROKER_URL", url)
-        monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
-        monkeypatch.setitem(app.conf, "broker_url", url)
-
-    return use
-
-
-@pytest.fixture
-def embedded_broker(broker, tmp_path):
-    broker(f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")
 
 
 @pytest.fixture
