@@ -130,7 +130,16 @@ def test_metrics_scrape_cleanly_while_a_sweep_runs_on_two_workers(deployment, st
         complete = get(samples, "catalog_sync_sweep_last_complete_timestamp_seconds") > 0
         return complete and get(samples, "catalog_sync_sweep_running") == 0 and samples
 
-    after = wait_until(finished, 120, interval=0.5, what="the sweep to complete")
+    wait_until(finished, 120, interval=0.5, what="the sweep to complete")
+
+    # The run completes inside the last chunk's body; Celery's task_success handler counts the
+    # task a moment later, in that pool process: scrape until every chunk task is counted.
+    def all_chunks_counted():
+        samples = parse(scrape(service).text)
+        done = get(samples, "catalog_sync_tasks_total", task="catalog_sync.sweep_chunk", outcome="done")
+        return done >= 20 and samples
+
+    after = wait_until(all_chunks_counted, 15, interval=0.3, what="every chunk task counted")
     assert {name for name, _ in after} >= SERIES, sorted(SERIES - {name for name, _ in after})
 
     (run_id, chunks_total, chunks_done) = service.sql(
