@@ -68,3 +68,23 @@ def broker(monkeypatch):
 def embedded_broker(broker, tmp_path):
     """The default broker of settings.test (kombu's SQLAlchemy transport on a SQLite file)."""
     broker(f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}")
+
+
+@pytest.fixture
+def broker_presumed_up(monkeypatch):
+    """A broker failure makes this process skip the broker for a while: not across tests."""
+    import tasks.refresh
+
+    monkeypatch.setattr(tasks.refresh, "_broker_down_until", 0.0)
+
+
+@pytest.fixture
+def queued():
+    """The per-course task's ``apply_async``, mocked: what was queued; the task never runs here."""
+    from unittest import mock
+
+    from tasks.refresh import refresh_course
+
+    with mock.patch.object(refresh_course, "apply_async") as apply_async:
+        apply_async.return_value.id = "task-123"
+        yield apply_async

@@ -24,10 +24,9 @@ from ops import admin as ops_admin
 from ops.admin import MAX_ADMIN_REFRESH, workers_answering
 from overviews.models import CatalogStatus, CourseOverview
 from tasks.app import app
-from tasks.refresh import refresh_course
 from tests.factories import CourseOverviewFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_presumed_up")]
 
 KEY = "course-v1:Adm+A101+2025"
 CHANGELIST = "/admin/overviews/courseoverview/"
@@ -39,21 +38,6 @@ def change_url(key: str) -> str:
 
 def overview(key: str = KEY, **fields) -> CourseOverview:
     return CourseOverviewFactory(id=CourseKey.from_string(key), **fields)
-
-
-@pytest.fixture(autouse=True)
-def _broker_presumed_up(monkeypatch):
-    """A broker failure makes this process skip the broker for a while: not across tests."""
-    import tasks.refresh
-
-    monkeypatch.setattr(tasks.refresh, "_broker_down_until", 0.0)
-
-
-@pytest.fixture
-def queued():
-    with mock.patch.object(refresh_course, "apply_async") as apply_async:
-        apply_async.return_value.id = "task-123"
-        yield apply_async
 
 
 @pytest.fixture

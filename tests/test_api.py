@@ -36,11 +36,10 @@ from overviews.models import (
     CatalogStatus,
     CourseOverview,
 )
-from tasks.refresh import refresh_course
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_presumed_up")]
 
 KEY = "course-v1:ApiX+A101+2025"
 KEY_STYLES = ("course-v1:Org+Num+Run", "Org/Num/Run", "ccx-v1:Org+Num+Run+ccx@3")
@@ -62,22 +61,6 @@ def overview(key: str = KEY, **fields) -> CourseOverview:
 def wire(catalog_settings):
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield WireCatalog(rsps)
-
-
-@pytest.fixture(autouse=True)
-def _broker_presumed_up(monkeypatch):
-    """A broker failure makes this process skip the broker for a while: not across tests."""
-    import tasks.refresh
-
-    monkeypatch.setattr(tasks.refresh, "_broker_down_until", 0.0)
-
-
-@pytest.fixture
-def queued():
-    """What the API queued; the task itself never runs here."""
-    with mock.patch.object(refresh_course, "apply_async") as apply_async:
-        apply_async.return_value.id = "task-123"
-        yield apply_async
 
 
 def queued_keys(queued) -> list[str]:

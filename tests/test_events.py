@@ -30,22 +30,15 @@ from tasks import refresh as refresh_tasks
 from tests.factories import CourseOverviewFactory, catalog_run
 from tests.wire import WireCatalog
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_presumed_up")]
 KEY = "course-v1:BusX+B101+2026"
 T0 = datetime(2026, 11, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-@pytest.fixture(autouse=True)
-def _broker_up():
-    refresh_tasks._broker_down_until = 0.0
-    yield
-    refresh_tasks._broker_down_until = 0.0
-
-
 @pytest.fixture
-def scheduled():
-    with mock.patch.object(refresh_tasks.refresh_course, "apply_async") as apply_async:
-        yield apply_async
+def scheduled(queued):
+    """What a publish queued (tests/conftest.py's ``queued``); the task never runs here."""
+    return queued
 
 
 @pytest.fixture
