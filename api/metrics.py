@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.db.models import Count, Max, Min
+from django.db.models import Count, Max, Min, Q
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -140,7 +140,11 @@ class DatabaseCollector(Collector):
             overviews.add_metric([str(value)], float(n))
         yield overviews
 
-        checked = CourseOverview.objects.aggregate(oldest=Min("catalog_checked_at"))["oldest"]
+        # one pass over the table for both: the oldest check and the overviews never checked
+        ages = CourseOverview.objects.aggregate(
+            oldest=Min("catalog_checked_at"), never=Count("pk", filter=Q(catalog_checked_at__isnull=True))
+        )
+        checked = ages["oldest"]
         oldest = GaugeMetricFamily(
             f"{PREFIX}_catalog_data_oldest_age_seconds",
             "Age of the oldest catalog data: seconds since the least recently checked overview's "
@@ -152,7 +156,7 @@ class DatabaseCollector(Collector):
         never = GaugeMetricFamily(
             f"{PREFIX}_overviews_never_checked", "Overviews the catalog has never answered for."
         )
-        never.add_metric([], float(CourseOverview.objects.filter(catalog_checked_at__isnull=True).count()))
+        never.add_metric([], float(ages["never"]))
         yield never
 
         outbox = CourseOverview.objects.filter(catalog_refresh_requested_at__isnull=False).aggregate(
