@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0)
     p.add_argument("--latency-per-item-ms", type=float, default=0.0)
     p.add_argument("--insert-between-pages", type=int, default=0)
+    p.add_argument("--delete-between-pages", type=int, default=0)
     p.add_argument("--throttle-per-window", type=int, default=0, help="0 = no throttling")
     p.add_argument("--throttle-window-s", type=float, default=3600.0)
     p.add_argument("--error-rate", type=float, default=0.0)
@@ -68,6 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         latency_ms=args.latency_ms,
         latency_per_item_ms=args.latency_per_item_ms,
         insert_between_pages=args.insert_between_pages,
+        delete_between_pages=args.delete_between_pages,
         throttle_per_window=args.throttle_per_window,
         throttle_window_s=args.throttle_window_s,
         error_rate=args.error_rate,

@@ -10,7 +10,8 @@ server, the state (runs, tokens, throttle windows, counters) and the faults. Rou
 - unauthenticated control routes, never subject to faults: ``GET|POST /_standin/faults`` (JSON body sets
   fields, answers the current faults), ``POST /_standin/faults/reset``, ``POST /_standin/tokens/expire``,
   ``GET /_standin/stats``, ``POST /_standin/stats/reset``, ``POST /_standin/runs`` (JSON
-  ``{"upsert": [run, ...], "delete": [key, ...]}``), ``GET /_standin/health``.
+  ``{"upsert": [run, ...], "delete": [key, ...]}``), ``GET /_standin/runs`` (every run as stored,
+  in list order, no tracking parameters: ``{"count": n, "runs": [...]}``), ``GET /_standin/health``.
 
 Faults (``Faults``; set with ``set_faults(...)`` or ``POST /_standin/faults``; all off by default,
 checked on the API routes only, never on the token or control routes):
@@ -36,7 +37,15 @@ checked on the API routes only, never on the token or control routes):
 - ``max_page_size``: page-number mode serves at most this many runs a page (a catalog deployed
   with a cap): a client asking for more must follow ``next``.
 - ``hostile_keys``/``hostile_rate``: serve those runs with hostile values (``data.hostilize``).
-- ``insert_between_pages``: runs sorting before every other are inserted between page requests.
+- ``insert_between_pages``: runs sorting before every other are inserted between page requests
+  (after a list page that has a next one, and after any ``keys``-filtered request): a page walk
+  *repeats* runs (the ones shifted onto the next page). Stats: ``inserted``, ``inserted_keys``.
+- ``delete_between_pages``: after a list page that has a next one (no ``keys`` filter), that many
+  runs are deleted from the *front* of the list order (the keys sorting first, which the walk has
+  already passed): a page walk *skips* runs (the ones shifted onto the page it has read). Deletes
+  come before the inserts of the same step, so with both set the inserted runs of one step are the
+  first deleted at the next; equal numbers cancel in the shift (no skip, no repeat), more deletes
+  than inserts make a walk skip the difference per page. Stats: ``deleted``, ``deleted_keys``.
 - ``burst``: when positive, the transport faults above (down, error_rate, latency_ms, drip_ms,
   oversize_bytes, truncate_rate, garbage_rate, wrong_envelope, drop_connection, next_origin)
   apply to the next ``burst`` API requests only, counted from the last ``set_faults``.
@@ -101,6 +110,7 @@ class Faults:
     token_ttl: float = 36000.0
     expire_tokens_now: bool = False
     insert_between_pages: int = 0
+    delete_between_pages: int = 0
     truncate_rate: float = 0.0
     garbage_rate: float = 0.0
     wrong_envelope: bool = False
@@ -186,6 +196,8 @@ def _empty_stats() -> dict[str, Any]:
         "list_items_total": 0,
         "inserted": 0,
         "inserted_keys": [],
+        "deleted": 0,
+        "deleted_keys": [],
         "injected": {
             "down": 0,
             "error": 0,
@@ -320,6 +332,16 @@ class CatalogState:
             self._stats["inserted"] += len(added)
             self._stats["inserted_keys"].extend(added)
         return added
+
+    def delete_front(self, n: int) -> list[str]:
+        """Delete the ``n`` runs first in list order (hidden ones included); returns their keys."""
+        with self.lock:
+            doomed = [k for _, k in self._order[: max(0, n)]]
+            for key in doomed:
+                self.delete(key)
+            self._stats["deleted"] += len(doomed)
+            self._stats["deleted_keys"].extend(doomed)
+        return doomed
 
     def select(self, keys: list[str] | None, exclude_hidden: bool) -> list[tuple[str, str]]:
         """The (sort key, key) entries a list request covers, in list order."""
@@ -793,7 +815,10 @@ class _Handler(BaseHTTPRequestHandler):
             if keys_asked := params.get("keys"):
                 state.count_keys_requested(keys_asked.split(","))
             # Between page requests the live table changes: after a page that has a next one, or
-            # after any keys-filtered request (a client that walks pages of its own keys).
+            # after any keys-filtered request (a client that walks pages of its own keys). Deletes
+            # (from the front, runs a walk has passed) only after a page of the unfiltered list.
+            if has_next and not params.get("keys") and faults.delete_between_pages > 0:
+                state.delete_front(faults.delete_between_pages)
             if (has_next or params.get("keys")) and faults.insert_between_pages > 0:
                 state.insert_early(faults.insert_between_pages)
         if faults.latency_per_item_ms > 0 and items:
@@ -887,6 +912,10 @@ class _Handler(BaseHTTPRequestHandler):
                         "count": total,
                     },
                 )
+            if path == CONTROL_PREFIX + "runs" and method == "GET":
+                with state.lock:
+                    runs = state.runs()
+                return _json_reply(200, {"count": len(runs), "runs": runs})
             if path == CONTROL_PREFIX + "health" and method == "GET":
                 return _json_reply(200, {"ok": True, "count": len(state)})
         except (ValueError, TypeError, KeyError) as exc:

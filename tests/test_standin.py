@@ -263,6 +263,98 @@ def test_insert_between_pages_breaks_naive_walk() -> None:
         assert before <= set(seen)
 
 
+def _walk(srv: StandinServer, api: requests.Session, page_size: int) -> tuple[list[str], int]:
+    """Every key a page-number walk of the whole list sees, in order (repeats kept), following
+    ``next``; and the last status: 404 ``Invalid page.`` when the list shrank under the walk so
+    that the page ``next`` named no longer exists (as the catalog answers)."""
+    seen: list[str] = []
+    url: str | None = _runs_url(srv, page=1, page_size=page_size)
+    status = 200
+    while url:
+        resp = api.get(url)
+        status = resp.status_code
+        if status != 200:
+            break
+        body = resp.json()
+        seen.extend(r["key"] for r in body["results"])
+        url = body["next"]
+    return seen, status
+
+
+def test_delete_between_pages_makes_a_walk_skip() -> None:
+    with StandinServer(generate_runs(100, seed=3)) as srv, _session(srv) as api:
+        control = srv.base_url + "_standin/"
+        before = srv.state.keys()
+        set_to = requests.post(control + "faults", json={"delete_between_pages": 5}, timeout=5).json()
+        assert set_to["delete_between_pages"] == 5
+        seen, last = _walk(srv, api, 20)
+        stats = srv.stats()
+        # 100, 95, 90, 85 runs at pages 1-4 (5 pages each), then 80: page 5 is gone (404).
+        assert (stats["list"], len(stats["list_items"]), stats["status_404"], last) == (5, 4, 1, 404)
+        assert stats["deleted"] == 5 * 4 == len(stats["deleted_keys"])
+        seen_set = set(seen)
+        assert len(seen) == len(seen_set) == 80  # no repeats
+        # Each delete took the front of the list order: runs the walk had already passed.
+        assert stats["deleted_keys"] == before[:20]
+        assert set(stats["deleted_keys"]) <= seen_set
+        # Each later page starts 5 runs further on per delete so far: those runs are never served
+        # to the walk, though they stay in the catalog.
+        skipped = [k for k in before if k not in seen_set]
+        assert skipped == before[20:25] + before[45:50] + before[70:75] + before[95:100]
+        assert not set(skipped) & set(stats["deleted_keys"])
+        assert set(srv.state.keys()) == set(before) - set(stats["deleted_keys"])
+        # The control route serves the state as it now is.
+        runs = requests.get(control + "runs", timeout=5).json()
+        assert runs["count"] == len(runs["runs"]) == len(before) - stats["deleted"]
+        assert [r["key"] for r in runs["runs"]] == srv.state.keys()
+
+        # A keys-filtered request (pages of a client's own keys) deletes nothing, even with a next page.
+        srv.reset_stats()
+        some = ",".join(srv.state.keys()[:30])
+        assert api.get(_runs_url(srv, keys=some, page=1, page_size=10)).json()["next"]
+        assert srv.stats()["deleted"] == 0
+
+
+def test_equal_inserts_and_deletes_between_pages_cancel_in_the_shift() -> None:
+    with StandinServer(generate_runs(100, seed=3)) as srv, _session(srv) as api:
+        before = srv.state.keys()
+        srv.set_faults(insert_between_pages=3, delete_between_pages=3)
+        seen, last = _walk(srv, api, 20)
+        stats = srv.stats()
+        assert last == 200
+        assert stats["inserted"] == stats["deleted"] == 3 * (stats["list"] - 1) > 0
+        # Deletes come first: the first step takes 3 original runs (seen on page 1), later steps
+        # the runs the step before inserted; nothing shifts, so every run is seen exactly once.
+        assert stats["deleted_keys"][:3] == before[:3]
+        assert stats["deleted_keys"][3:] == stats["inserted_keys"][:-3]
+        assert seen == before
+
+
+def test_throttle_is_per_user_not_per_token(server: StandinServer) -> None:
+    """course-discovery's UserRateThrottle counts per user: two tokens of one client share a window."""
+    server.set_faults(throttle_per_window=3, throttle_window_s=60)
+    with _session(server) as first, _session(server) as second:
+        assert first.headers["Authorization"] != second.headers["Authorization"]
+        codes = [s.get(_runs_url(server)).status_code for s in (first, second, first, second)]
+    assert codes == [200, 200, 200, 429]
+    assert server.stats()["injected"]["throttled"] == 1
+
+
+def test_latency_per_item_applies_to_list_pages(server: StandinServer, api: requests.Session) -> None:
+    server.set_faults(latency_per_item_ms=5)
+    started = time.monotonic()
+    body = api.get(_runs_url(server, page=1, page_size=60)).json()
+    assert len(body["results"]) == 60
+    assert time.monotonic() - started >= 60 * 0.005
+
+
+def test_cli_fault_flags() -> None:
+    from standin.__main__ import _parser
+
+    args = _parser().parse_args(["--insert-between-pages", "3", "--delete-between-pages", "4"])
+    assert (args.insert_between_pages, args.delete_between_pages) == (3, 4)
+
+
 # --- faults -------------------------------------------------------------------------------------
 
 
