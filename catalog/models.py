@@ -11,6 +11,9 @@ from edx_django_utils.cache import RequestCache
 from catalog_client.client import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_URL_LENGTH, DEFAULT_READ_TIMEOUT
 
 DEFAULT_PAGE_SIZE = 100
+# The walk's adaptive page size (``catalog.walk``): see docs/page-size.md for the measurements.
+DEFAULT_WALK_PAGE_BUDGET = 5.0
+DEFAULT_WALK_PAGE_SIZE_CEILING = 1600
 
 
 class CatalogIntegration(ConfigurationModel):
@@ -49,6 +52,29 @@ class CatalogIntegration(ConfigurationModel):
         help_text="Attempts per page in a synchronous sweep before the sweep stops (exit 1).",
     )
 
+    sweep_strategy = models.CharField(
+        max_length=8,
+        choices=[
+            ("auto", "auto: the cheaper by estimate"),
+            ("keys", "keys-batched"),
+            ("walk", "walk + repair"),
+        ],
+        default="auto",
+        help_text="How a full sweep reads the catalog (overridable per run with --strategy). keys: pages of "
+        "our own keys (keys=); walk: the catalog's whole list in large pages, then keys= for every course "
+        "the walk did not see; auto: the one with the smaller request estimate, decided per sweep.",
+    )
+    walk_page_budget = models.FloatField(
+        default=DEFAULT_WALK_PAGE_BUDGET,
+        validators=[MinValueValidator(0.1)],
+        help_text="Seconds one walk page may take: the walk doubles its page size while pages answer in "
+        "under half of this, halves it when a page takes longer, times out or fails with a 5xx.",
+    )
+    walk_page_size_ceiling = models.PositiveIntegerField(
+        default=DEFAULT_WALK_PAGE_SIZE_CEILING,
+        validators=[MinValueValidator(1), MaxValueValidator(10000)],
+        help_text="The largest page the walk asks for (it starts at the page size above).",
+    )
     rate_limit_per_second = models.FloatField(
         default=0.0,
         validators=[MinValueValidator(0.0)],
@@ -141,6 +167,23 @@ class SweepRun(models.Model):
         )
     del _counter
     error = models.TextField(blank=True, default="")
+    # The strategy (``catalog.walk``): chosen once per run, from a one-item count probe, the LMS's
+    # course count and its keys' encoded lengths; the estimates are requests after the probe.
+    strategy = models.CharField(max_length=8, blank=True, default="", help_text="keys or walk")
+    strategy_reason = models.CharField(max_length=200, blank=True, default="")
+    catalog_count = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the catalog's count at the probe"
+    )
+    estimate_keys = models.PositiveIntegerField(null=True, blank=True, help_text="requests, keys-batched")
+    estimate_walk = models.PositiveIntegerField(null=True, blank=True, help_text="requests, walk + repair")
+    # The walk's checkpoint: the list position the next page starts at, the page size it asks for.
+    walk_started_at = models.DateTimeField(null=True, blank=True)
+    walk_offset = models.PositiveIntegerField(default=0)
+    walk_page_size = models.PositiveIntegerField(default=0)
+    walk_done = models.BooleanField(default=False)
+    walk_pages = models.PositiveIntegerField(default=0)
+    walk_sizes = models.JSONField(default=list, blank=True, help_text="[page size, pages] in order")
+    walk_error = models.TextField(blank=True, default="", help_text="why the walk stopped early, if it did")
 
     class Meta:
         ordering = ("-started_at",)

@@ -74,6 +74,7 @@ from catalog.sync import (
     record_failure,
     sync_overviews,
 )
+from catalog.walk import KEYS, WALK, Choice, SweepTakenOver, choose_strategy, lms_facts, unchecked_since, walk
 from catalog_client.client import split_keys_for_urls
 from catalog_client.errors import CatalogError
 from observability import logcontext
@@ -83,10 +84,6 @@ from overviews.models import CourseOverview
 log = logging.getLogger("catalog.sweep")
 
 PLAN_BATCH = 20  # chunks planned per query
-
-
-class SweepTakenOver(Exception):
-    """This process's run was taken over by another trigger (its heartbeat had gone stale)."""
 
 
 def lease_ttl() -> timedelta:
@@ -145,6 +142,43 @@ def start_sweep(
         log.info("catalog sweep: not started (%s): sweep #%s is running", trigger, run.pk)
         return None
     return _take_over(run, owner, now, trigger)
+
+
+def decide_strategy(run: SweepRun, client: CatalogSource, *, forced: str | None = None) -> SweepRun:
+    """Choose the run's strategy once (a resumed run keeps its own): ``forced`` (``--strategy``),
+    else the admin's ``sweep_strategy``, where ``auto`` compares the two request estimates
+    (``catalog.walk.choose_strategy``). The probe's requests count on the run; the choice, its
+    reason and the estimates are recorded on it and logged."""
+    if run.strategy:
+        return run
+    config = current_config()
+    wanted = forced or (config.sweep_strategy if config.sweep_strategy in (KEYS, WALK) else None)
+    facts = lms_facts()
+    choice: Choice = choose_strategy(
+        client, facts=facts, page_size=page_size_for(run), config=config, forced=wanted
+    )
+    SweepRun.objects.filter(pk=run.pk, strategy="").update(
+        strategy=choice.strategy,
+        strategy_reason=choice.reason[:200],
+        catalog_count=choice.catalog_count,
+        estimate_keys=choice.estimate_keys,
+        estimate_walk=choice.estimate_walk,
+        catalog_requests=F("catalog_requests") + choice.probe_requests,
+        heartbeat_at=timezone.now(),
+    )
+    run.refresh_from_db()
+    log.info(
+        "catalog sweep: sweep #%s strategy=%s (%s) lms_courses=%s catalog_count=%s estimate_keys=%s "
+        "estimate_walk=%s",
+        run.pk,
+        run.strategy,
+        run.strategy_reason,
+        facts.courses,
+        run.catalog_count,
+        run.estimate_keys,
+        run.estimate_walk,
+    )
+    return run
 
 
 def _take_over(run: SweepRun, owner: str, now, trigger: str) -> SweepRun | None:
@@ -217,8 +251,11 @@ def plan_chunks(
 
     Each step is also a heartbeat by the run's owner; raises ``SweepTakenOver`` when another
     trigger has taken the run over (nothing of this step is then written)."""
+    since = repair_since(run)
     while not run.planning_done:
-        chunks, cursor, planning_done = _plan_step(run.cursor, page_size(run), first_seq=run.chunks_total)
+        chunks, cursor, planning_done = _plan_step(
+            run.cursor, page_size(run), first_seq=run.chunks_total, since=since
+        )
         for chunk in chunks:
             chunk.run = run
         with transaction.atomic():
@@ -239,10 +276,18 @@ def plan_chunks(
     complete_if_done(run.pk)  # the last chunks may have finished before planning_done was set
 
 
-def _plan_step(cursor: str, size: int, *, first_seq: int) -> tuple[list[SweepChunk], str, bool]:
+def repair_since(run: SweepRun) -> datetime | None:
+    """A walk's repair covers only the rows not checked since the walk began; None: every row."""
+    return run.walk_started_at if run.strategy == WALK else None
+
+
+def _plan_step(
+    cursor: str, size: int, *, first_seq: int, since: datetime | None = None
+) -> tuple[list[SweepChunk], str, bool]:
     """The next ``PLAN_BATCH`` chunks after ``cursor`` (unsaved, without a run), the new cursor,
-    and whether planning is done. The one planner of the sweep and of its dry run."""
-    keys_qs = CourseOverview.objects.order_by("id")
+    and whether planning is done. The one planner of the sweep, of its repair (``since``: only
+    rows not checked since then) and of its dry run."""
+    keys_qs = unchecked_since(CourseOverview.objects.order_by("id"), since)
     if cursor:
         keys_qs = keys_qs.filter(id__gt=cursor)
     # the stored strings: parsing 100,000 keys only to print them again is pure cost
@@ -269,14 +314,18 @@ def _one_request_groups(keys: list[str], size: int) -> Iterator[list[str]]:
             yield group
 
 
-def chunk_overviews(first_key: str, last_key: str) -> list[SyncRow]:
-    """The chunk's rows now: courses added to the range since planning are included."""
-    return read_rows(CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).order_by("id"))
+def chunk_overviews(first_key: str, last_key: str, since: datetime | None = None) -> list[SyncRow]:
+    """The chunk's rows now: courses added to the range since planning are included. A repair
+    chunk (``since``) takes only the rows still not checked since the walk began."""
+    rows = CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).order_by("id")
+    return read_rows(unchecked_since(rows, since))
 
 
-def sync_chunk(first_key: str, last_key: str, client: CatalogSource) -> SyncCounters:
+def sync_chunk(
+    first_key: str, last_key: str, client: CatalogSource, since: datetime | None = None
+) -> SyncCounters:
     """Sync one chunk's courses: one bulk fetch, one guarded bulk write. Raises ``CatalogError``."""
-    return sync_overviews(chunk_overviews(first_key, last_key), client).counters
+    return sync_overviews(chunk_overviews(first_key, last_key, since), client).counters
 
 
 @dataclass
@@ -347,9 +396,10 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome, *, may_compl
                 first_key, last_key, counts["errored"] = SweepChunk.objects.values_list(
                     "first_key", "last_key", "size"
                 ).get(pk=chunk_id)
-                keys = CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).values_list(
-                    Cast("id", output_field=CharField()), flat=True
-                )
+                run = SweepRun.objects.only("strategy", "walk_started_at").get(pk=run_id)
+                keys = unchecked_since(
+                    CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key), repair_since(run)
+                ).values_list(Cast("id", output_field=CharField()), flat=True)
                 record_failure(list(keys), outcome.error, started_at=outcome.started_at)
             SweepRun.objects.filter(pk=run_id).update(
                 heartbeat_at=now,
@@ -390,12 +440,18 @@ def complete_if_done(run_id: int) -> bool:
 def _log_finished(run_id: int) -> None:
     run = SweepRun.objects.get(pk=run_id)
     log.info(
-        "catalog sweep: sweep #%s %s: %s chunks=%s failed_chunks=%s",
+        "catalog sweep: sweep #%s %s: %s chunks=%s failed_chunks=%s strategy=%s estimate_keys=%s "
+        "estimate_walk=%s walk_pages=%s walk_sizes=%s",
         run.pk,
         run.status,
         counters_line(run_counters(run)),
         run.chunks_total,
         run.chunks_failed,
+        run.strategy or KEYS,
+        run.estimate_keys,
+        run.estimate_walk,
+        run.walk_pages,
+        run.walk_sizes,
     )
 
 
@@ -444,6 +500,8 @@ class _Book:
     """Where the in-process sweep keeps its record: the run's rows (``_RunBook``), or nothing but
     memory in a dry run (``_DryBook``). The driver (``_drive``) is the same for both."""
 
+    since: datetime | None = None  # a walk's repair: only rows not checked since then
+
     def chunks(self) -> Iterator[SweepChunk]:
         raise NotImplementedError
 
@@ -467,6 +525,7 @@ class _Book:
 class _RunBook(_Book):
     def __init__(self, run: SweepRun) -> None:
         self.run = run
+        self.since = repair_since(run)
 
     def chunks(self) -> Iterator[SweepChunk]:
         yield from pending_chunks(self.run)
@@ -574,8 +633,19 @@ def run_in_process(
     the run stopped, never running; a run taken over by another trigger while this process
     waited is left to it (returned still running).
     """
-    book = _RunBook(run)
     try:
+        if run.strategy == WALK and not run.walk_done:
+            walked = walk(
+                run,
+                client,
+                policy=policy,
+                sleep=sleep,
+                on_page=(lambda counters: on_chunk(None, counters)) if on_chunk else None,
+            )
+            if not walked.done:  # no time budget and no longest wait here: cannot happen
+                raise RuntimeError("the in-process walk paused")
+            run.refresh_from_db()
+        book = _RunBook(run)
         if _drive(book, client, policy=policy, sleep=sleep, on_chunk=on_chunk):
             complete_if_done(run.pk)
             run.refresh_from_db()
@@ -682,7 +752,7 @@ def _drive(
     following: tuple[SweepChunk, list[SyncRow], Future[_Attempt]] | None = None
     try:
         for chunk in book.chunks():
-            rows = chunk_overviews(chunk.first_key, chunk.last_key)
+            rows = chunk_overviews(chunk.first_key, chunk.last_key, book.since)
             following = (chunk, rows, fetcher.submit(fetch, rows))
             if in_flight is not None and not complete(*in_flight):
                 count_unused(following)

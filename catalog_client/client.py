@@ -159,6 +159,19 @@ class _Counts(threading.local):
     throttled = 0
 
 
+@dataclass(frozen=True)
+class ListPage:
+    """One page of the catalog's list: its ``count`` now (None past the end), the usable runs
+    (dicts with a string key), whether a next page exists, and how many results it held in all
+    (``answered``, refused ones included: the walk's position moves by it)."""
+
+    count: int | None
+    results: list[dict[str, Any]]
+    has_next: bool
+    past_end: bool = False
+    answered: int = 0
+
+
 class CatalogClient:
     """Reads course runs from the catalog.
 
@@ -335,6 +348,42 @@ class CatalogClient:
                 f"catalog walk returned {seen} runs but its count said {count}",
                 url=redact_url(self._list_url(query, 1, page_size)),
             )
+
+    def list_page(self, page: int, page_size: int) -> ListPage:
+        """One page of the whole list, in page-number mode (``page`` and ``page_size`` always sent,
+        ``exclude_utm=1``): the sweep's walk asks for each page itself, with a page size it
+        chooses per page, so it never follows ``next`` (a link off the catalog's origin is never
+        requested). A page past the end (the catalog's 404 ``Invalid page.``, after runs were
+        deleted behind the walk) is an empty page with ``past_end``. Raises ``CatalogError``."""
+        if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+            raise ValueError("page must be a positive integer")
+        if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
+            raise ValueError("page_size must be a positive integer")
+        query = "exclude_utm=1"
+        url = self._list_url(query, page, page_size)
+        response = self._api_get(url)
+        if response.status_code == 404:
+            body = _try_json(response)
+            if isinstance(body, dict) and isinstance(body.get("detail"), str):
+                return ListPage(count=None, results=[], has_next=False, past_end=True)
+        self._raise_for_status(response, "GET", url)
+        count, next_url, results = _envelope(self._json(response, url), url)
+        if len(results) > page_size:
+            raise CatalogMalformedResponse(
+                f"catalog returned {len(results)} runs for a page of {page_size}", url=redact_url(url)
+            )
+        return ListPage(
+            count=count,
+            results=self._usable(results, query),
+            has_next=next_url is not None,
+            past_end=False,
+            answered=len(results),
+        )
+
+    def count_runs(self) -> int:
+        """The catalog's number of course runs (hidden ones included): one request for a page of one."""
+        listed = self.list_page(1, 1)
+        return listed.count or 0
 
     def chunk_keys(self, keys: Sequence[str]) -> list[list[str]]:
         """Split ``keys`` in order so that each bulk request URL stays under ``max_url_length``."""

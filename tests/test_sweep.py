@@ -511,7 +511,7 @@ def test_a_coordinator_that_fails_mid_dispatch_is_resumed_at_once_by_the_next_tr
 
     _courses(wire, 30)
     with mock.patch("tasks.sweep._dispatch", side_effect=OSError("broker down")), pytest.raises(OSError):
-        sweep(trigger="beat", page_size=5)
+        sweep(trigger="beat", page_size=5, strategy="keys")
     run = SweepRun.objects.get()
     assert run.status == SweepStatus.RUNNING and run.heartbeat_at is None  # no TTL to wait out
     with mock.patch("tasks.sweep._dispatch") as dispatch:
@@ -660,7 +660,7 @@ def test_the_ten_counters_are_declared_once_and_every_record_carries_each(wire):
     CourseOverview.objects.filter(id=rows[0].id).update(marketing_url="https://m.example/x")
     wire.before_list = lambda w: (503, {}, "down") if w.list_requests == 1 else None
     out = io.StringIO()
-    call_command("sync_catalog", "--no-progress", "--page-size", "3", stdout=out)
+    call_command("sync_catalog", "--no-progress", "--page-size", "3", "--strategy", "keys", stdout=out)
     run = SweepRun.objects.get()
     summary = dict(part.split("=", 1) for part in out.getvalue().split() if "=" in part)
     assert {name: int(summary[name]) for name in SWEEP_COUNTERS} == sweeps.run_counters(run)

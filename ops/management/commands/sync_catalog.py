@@ -8,7 +8,15 @@ import celeryconfig
 from catalog.connection import CatalogCallsDisabled, build_client
 from catalog.models import CatalogIntegration, SweepStatus, current_config
 from catalog.retry import in_process_policy
-from catalog.sweep import counters_line, dry_run, run_counters, run_in_process, start_sweep, stop_run
+from catalog.sweep import (
+    counters_line,
+    decide_strategy,
+    dry_run,
+    run_counters,
+    run_in_process,
+    start_sweep,
+    stop_run,
+)
 from overviews.models import CourseOverview
 from tasks.sweep import sweep
 
@@ -18,7 +26,9 @@ EXIT_USAGE = 2
 
 class Command(BaseCommand):
     help = (
-        "Full resync of every overview from the catalog, in bulk pages of our own course keys. "
+        "Full resync of every overview from the catalog: keys-batched (pages of our own keys) or "
+        "walk + repair (the catalog's list in large pages, then by key what the walk did not see), "
+        "the cheaper chosen per sweep. "
         "Exit 0 when every course was processed, 1 when the sweep could not complete "
         "(what was already written stays)."
     )
@@ -32,6 +42,12 @@ class Command(BaseCommand):
             dest="run_async",
             action="store_true",
             help="enqueue the sweep on the queue and return (workers run it)",
+        )
+        parser.add_argument(
+            "--strategy",
+            choices=("auto", "keys", "walk"),
+            help="keys: pages of our own keys; walk: the catalog's list in large pages, then the "
+            "courses it did not see by key; auto: the cheaper by estimate (default: admin config)",
         )
         parser.add_argument("--dry-run", action="store_true", help="report what would change; write nothing")
         parser.add_argument("--no-progress", action="store_true", help="no progress bar; one summary line")
@@ -50,7 +66,8 @@ class Command(BaseCommand):
             if options["dry_run"]:
                 raise CommandError("--dry-run runs in this process; drop --async", returncode=EXIT_USAGE)
             result = sweep.apply_async(
-                kwargs={"trigger": "command", "page_size": page_size}, expires=celeryconfig.SWEEP_EXPIRES
+                kwargs={"trigger": "command", "page_size": page_size, "strategy": options["strategy"]},
+                expires=celeryconfig.SWEEP_EXPIRES,
             )
             self.stdout.write(f"sync_catalog: sweep enqueued (task {result.id}); progress in the admin")
             return
@@ -74,7 +91,9 @@ class Command(BaseCommand):
         if run is None:
             bar.close()
             raise CommandError("a sweep is already running; not starting another", returncode=EXIT_INCOMPLETE)
+        forced = options["strategy"] if options["strategy"] in ("keys", "walk") else None
         try:
+            run = decide_strategy(run, client, forced=forced)
             run = run_in_process(
                 run,
                 client,
@@ -90,7 +109,10 @@ class Command(BaseCommand):
             bar.close()
         self.stdout.write(
             f"sync_catalog {run.status}: sweep=#{run.pk} {counters_line(run_counters(run))} "
-            f"pages={run.chunks_done} resumed={run.resumed} page_size={page_size or config.page_size} "
+            f"pages={run.chunks_done + run.walk_pages} resumed={run.resumed} "
+            f"page_size={page_size or config.page_size} strategy={run.strategy} "
+            f"estimate_keys={run.estimate_keys} estimate_walk={run.estimate_walk} "
+            f"walk_pages={run.walk_pages} repair_chunks={run.chunks_done if run.strategy == 'walk' else 0} "
             f"seconds={time.monotonic() - started:.1f}"
         )
         if run.status == SweepStatus.RUNNING:  # another trigger took it over: it goes on there
