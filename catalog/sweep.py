@@ -151,6 +151,10 @@ def decide_strategy(run: SweepRun, client: CatalogSource, *, forced: str | None 
     reason and the estimates are recorded on it and logged."""
     if run.strategy:
         return run
+    if run.chunks_total:  # a run resumed from a version without strategies: it planned keys
+        SweepRun.objects.filter(pk=run.pk, strategy="").update(strategy=KEYS, strategy_reason="resumed")
+        run.refresh_from_db()
+        return run
     config = current_config()
     wanted = forced or (config.sweep_strategy if config.sweep_strategy in (KEYS, WALK) else None)
     facts = lms_facts()

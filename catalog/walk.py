@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -70,8 +71,6 @@ STRATEGIES = (KEYS, WALK)
 CCX_PREFIX = "ccx-v1:"
 # Characters of a course key that ``quote(key, safe="")`` writes as three (``%3A`` ...).
 _ENCODED_CHARS = (":", "+", "/", "@", " ", "%", "#", "?", "&", "=")
-# SQLite's bound-parameter limit is 32,766 (999 before 3.32): rows are read in batches this size.
-_READ_BATCH = 900
 
 
 class SweepTakenOver(Exception):
@@ -112,9 +111,10 @@ class PageSizer:
         if seconds > self.budget:
             self.want = max(1, self.size // 2)
         elif full and seconds <= self.budget / 2:
-            self.want = min(self.ceiling, self.size * 2)
+            self.want = self.size * 2
         else:
             self.want = self.size
+        self.want = min(self.want, self.ceiling)
 
     def failed(self) -> None:
         """A timeout or a 5xx: the page was too much for the catalog (or it is unwell); halve."""
@@ -454,8 +454,9 @@ def _apply_page(run: SweepRun, got: _Fetch) -> SyncCounters:
     runs = {item["key"]: item for item in listed.results}
     rows = []
     keys = list(runs)
-    for start in range(0, len(keys), _READ_BATCH):
-        batch = CourseOverview.objects.filter(id__in=keys[start : start + _READ_BATCH])
+    step = _keys_per_query()
+    for start in range(0, len(keys), step):
+        batch = CourseOverview.objects.filter(id__in=keys[start : start + step])
         rows.extend(read_rows(unchecked_since(batch, run.walk_started_at)))
     counters = SyncCounters()
     if rows:
@@ -471,6 +472,20 @@ def _apply_page(run: SweepRun, got: _Fetch) -> SyncCounters:
         counters.refused = 0
     counters.catalog_requests = got.requests
     return counters
+
+
+def _keys_per_query() -> int:
+    """Keys one ``IN (...)`` may bind: a page is one SELECT up to SQLite's limit (32,766 bound
+    parameters since 3.32, 999 before) or 10,000 elsewhere (PostgreSQL allows 65,535)."""
+    connection = connections["default"]
+    if connection.vendor != "sqlite":
+        return 10_000
+    connection.ensure_connection()
+    try:
+        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:
+        limit = 999
+    return max(1, limit - 10)
 
 
 def _checkpoint(

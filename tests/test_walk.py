@@ -148,3 +148,18 @@ def test_a_walk_interrupted_mid_way_resumes_from_its_checkpoint(wire, catalog_cl
         "sync_catalog", "--no-progress", "--page-size", "10", "--strategy", "walk", stdout=io.StringIO()
     )
     assert _right(wire) == []
+
+
+def test_a_catalog_that_caps_its_pages_is_walked_at_its_cap(wire):
+    """A deployment with a maximum page size serves fewer runs than asked, with a next page: the
+    walk takes that as the ceiling from then on and still checks every course."""
+    rows = CourseOverviewFactory.create_batch(120)
+    for ov in rows:
+        wire.add(catalog_run(str(ov.id)))
+    wire.max_page_size = 15
+    call_command(
+        "sync_catalog", "--no-progress", "--page-size", "10", "--strategy", "walk", stdout=io.StringIO()
+    )
+    run = SweepRun.objects.get()
+    assert run.status == SweepStatus.COMPLETE and _right(wire) == []
+    assert max(size for size, _ in run.walk_sizes) <= 20 and run.courses_seen == 120

@@ -38,6 +38,7 @@ class WireCatalog:
         self.requested_keys: Counter[str] = Counter()
         self.list_requests = 0
         self.before_list: Callable[[WireCatalog], Override | None] | None = None
+        self.max_page_size = 0  # a deployment that caps its pages (0: none, as course-discovery)
         rsps.add(responses.POST, OAUTH, json=semantics.token_body("tok", 36000))
         rsps.add_callback(
             responses.GET, re.compile(re.escape(API) + r"course_runs/(\?.*)?$"), callback=self._list
@@ -57,7 +58,9 @@ class WireCatalog:
         params = semantics.query_params(urlsplit(request.url).query)
         self.requested_keys.update(semantics.keys_filter(params) or ())
         try:
-            body = semantics.list_body(request.url, self.runs, client=self.client_id)
+            body = semantics.list_body(
+                request.url, self.runs, client=self.client_id, max_page_size=self.max_page_size
+            )
         except semantics.Answer as error:
             return error.to_responses()
         return semantics.json_answer(200, body).to_responses()
