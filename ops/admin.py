@@ -26,7 +26,8 @@ from django.views.decorators.http import require_POST
 from opaque_keys import InvalidKeyError
 
 from catalog.connection import why_calls_are_off
-from catalog.models import CatalogIntegration, SweepChunk, SweepRun
+from catalog.models import CatalogIntegration, SweepChunk, SweepRun, SweepStatus
+from catalog.walk import KEYS, WALK
 from overviews.models import CATALOG_FIELDS, CHECK_FIELDS, CONTENT_FIELDS, SYNC_FIELDS, CourseOverview
 
 log = logging.getLogger("overviews.admin")  # the logger's name is unchanged since the move
@@ -172,7 +173,42 @@ class CourseOverviewAdmin(admin.ModelAdmin):
             )
 
 
+# Every field, the three sweep tunables too (``sweep_strategy``, ``walk_page_budget``,
+# ``walk_page_size_ceiling``), is on the add form, prefilled with the current values; every save
+# is a new row (config_models), so the list is the history.
 admin.site.register(CatalogIntegration, ConfigurationModelAdmin)
+
+
+TIMES = "\u00d7"  # the multiplication sign
+
+
+def walk_sizes_text(sizes) -> str:
+    """``[[20, 2], [40, 1], [80, 5]]`` as "20x2, 40x1, 80x5" with a multiplication sign (empty for
+    no pages)."""
+    parts = []
+    for pair in sizes or []:
+        try:
+            size, pages = pair
+            parts.append(f"{int(size):,}{TIMES}{int(pages):,}")
+        except (TypeError, ValueError):
+            parts.append(str(pair))  # not the recorded shape: shown as stored, never a 500
+    return ", ".join(parts)
+
+
+def requests_vs_estimate(run: SweepRun) -> str:
+    """The requests made against the chosen strategy's estimate, the other in brackets: "72
+    requests; estimate walk 70 (keys 1,450)". "-" before the choice."""
+    if not run.strategy:
+        return "-"
+    if run.strategy == WALK:
+        chosen, other, other_name = run.estimate_walk, run.estimate_keys, KEYS
+    else:
+        chosen, other, other_name = run.estimate_keys, run.estimate_walk, WALK
+    text = f"{run.catalog_requests:,} requests; estimate {run.strategy} "
+    text += f"{chosen:,}" if chosen is not None else "none"
+    if other is not None:
+        text += f" ({other_name} {other:,})"
+    return text
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -196,6 +232,8 @@ class SweepRunAdmin(ReadOnlyAdmin):
         "id",
         "status",
         "trigger",
+        "strategy",
+        "requests_vs_estimate",
         "started_at",
         "finished_at",
         "progress",
@@ -209,9 +247,36 @@ class SweepRunAdmin(ReadOnlyAdmin):
         "throttled",
         "resumed",
     )
-    list_filter = ("status", "trigger")
+    list_filter = ("status", "trigger", "strategy")
     date_hierarchy = "started_at"
-    readonly_fields = ("chunks_link", "failed_courses_link")
+    readonly_fields = (
+        "chunks_link",
+        "failed_courses_link",
+        "requests_vs_estimate",
+        "walk_progress",
+        "walk_sizes_text",
+    )
+    # The strategy's section on the view page, in this order (the rest follows under "Run").
+    # ``walk_offset`` and ``walk_sizes`` are shown through ``walk_progress`` and ``walk_sizes_text``.
+    STRATEGY_FIELDS = (
+        "strategy",
+        "strategy_reason",
+        "catalog_count",
+        "requests_vs_estimate",
+        "estimate_keys",
+        "estimate_walk",
+        "catalog_requests",
+    )
+    WALK_FIELDS = (
+        "walk_progress",
+        "walk_pages",
+        "walk_sizes_text",
+        "walk_page_size",
+        "walk_started_at",
+        "walk_done",
+        "walk_error",
+    )
+    SHOWN_THROUGH = ("walk_offset", "walk_sizes")
 
     @admin.display(description="chunks")
     def chunks_link(self, run: SweepRun) -> str:
@@ -241,6 +306,42 @@ class SweepRunAdmin(ReadOnlyAdmin):
     def get_fields(self, request, obj=None):
         links = ["chunks_link", "failed_courses_link"]  # first on the page: where to look next
         return links + [f for f in super().get_fields(request, obj) if f not in links]
+
+    def get_fieldsets(self, request, obj=None):
+        """The links and the run's record, then the strategy (its reason, the catalog's count, the
+        estimates against the requests made), then the walk's pages, sizes, progress and error."""
+        sections = {*self.STRATEGY_FIELDS, *self.WALK_FIELDS, *self.SHOWN_THROUGH}
+        run = [f for f in self.get_fields(request, obj) if f not in sections]
+        return [
+            (None, {"fields": run}),
+            ("Strategy", {"fields": list(self.STRATEGY_FIELDS)}),
+            ("Walk (walk + repair only)", {"fields": list(self.WALK_FIELDS)}),
+        ]
+
+    @admin.display(description="requests vs estimate")
+    def requests_vs_estimate(self, run: SweepRun) -> str:
+        """The requests made against the chosen strategy's estimate, and the other's estimate.
+        The requests made include the count probe, retries, 429 answers and token requests; the
+        estimates count the sweep's pages after the probe, without retries."""
+        return requests_vs_estimate(run)
+
+    @admin.display(description="walk progress")
+    def walk_progress(self, run: SweepRun) -> str:
+        """The walk's position in the catalog's list (``walk_offset``) of the catalog's count."""
+        if run.strategy != WALK:
+            return "not a walk"
+        total = f"{run.catalog_count:,}" if run.catalog_count is not None else "?"
+        text = f"{run.walk_offset:,} of {total}"
+        if run.walk_error:
+            return f"{text}: stopped early (see walk error); the repair fetches the rest by key"
+        if run.walk_done:
+            return f"{text}: done"
+        return f"{text}: walking" if run.status == SweepStatus.RUNNING else text
+
+    @admin.display(description="walk page sizes")
+    def walk_sizes_text(self, run: SweepRun) -> str:
+        """The page sizes the walk used, in order, as size x pages."""
+        return walk_sizes_text(run.walk_sizes) or "-"
 
     @admin.display(description="chunks done")
     def progress(self, run: SweepRun) -> str:

@@ -20,7 +20,8 @@ from catalog.connection import why_calls_are_off
 from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, current_config
 from catalog.sweep import lease_ttl
 from catalog.throttle import FleetThrottle
-from ops.admin import workers_answering
+from catalog.walk import KEYS, WALK
+from ops.admin import walk_sizes_text, workers_answering
 from overviews.models import CatalogStatus, CourseOverview
 
 log = logging.getLogger("ops.status")
@@ -69,6 +70,8 @@ class Progress:
     heartbeat_age: float | None  # seconds
     stalled: bool  # heartbeat older than the lease TTL: dead, the next trigger resumes it
     expected_end: str | None  # ISO time, from the rate so far
+    strategy: str = ""  # keys or walk; "" until the coordinator has chosen
+    walk: str | None = None  # a walk's position: "1,600 of 3,200" (None: not walking)
 
 
 @dataclass
@@ -89,6 +92,7 @@ class Status:
     by_status: list[dict]  # [{"status", "label", "count"}]
     requests_per_minute: float
     rate_limit_per_minute: float  # 0: no cap
+    sweep_strategy: str = "auto"  # the configured strategy (CatalogIntegration.sweep_strategy)
     failed_courses: list[dict] = field(default_factory=list)
     failed_chunks: list[dict] = field(default_factory=list)
 
@@ -160,7 +164,38 @@ def _progress(run: SweepRun, now: datetime, courses_total: int) -> Progress:
         heartbeat_age=round(heartbeat_age, 1) if heartbeat_age is not None else None,
         stalled=stalled,
         expected_end=_iso(now + timedelta(seconds=remaining / rate)) if rate and not stalled else None,
+        strategy=run.strategy,
+        walk=_walk_position(run) if run.strategy == WALK and not run.walk_done else None,
     )
+
+
+def _walk_position(run: SweepRun) -> str:
+    total = f"{run.catalog_count:,}" if run.catalog_count is not None else "?"
+    return f"{run.walk_offset:,} of {total}"
+
+
+def _last_sweep(run: SweepRun) -> dict:
+    """The last finished run, with its strategy and its requests against the estimates (the
+    requests include the count probe, retries and 429 answers; the estimates do not)."""
+    chosen = {KEYS: run.estimate_keys, WALK: run.estimate_walk}.get(run.strategy)
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat(),
+        "courses_seen": run.courses_seen,
+        "chunks_failed": run.chunks_failed,
+        "strategy": run.strategy,
+        "strategy_reason": run.strategy_reason,
+        "catalog_count": run.catalog_count,
+        "catalog_requests": run.catalog_requests,
+        "estimate": chosen,
+        "estimate_keys": run.estimate_keys,
+        "estimate_walk": run.estimate_walk,
+        "walk_pages": run.walk_pages,
+        "walk_sizes": walk_sizes_text(run.walk_sizes),
+        "walk_error": run.walk_error,
+    }
 
 
 def snapshot(*, ping: bool = True) -> Status:
@@ -207,18 +242,7 @@ def snapshot(*, ping: bool = True) -> Status:
         worker_alive=worker_alive() if ping else None,
         fleet_paused_for=round(FleetThrottle().paused_for(), 1),
         progress=_progress(running, now, agg["total"]) if running else None,
-        last_sweep=(
-            {
-                "id": last.pk,
-                "status": last.status,
-                "started_at": last.started_at.isoformat(),
-                "finished_at": last.finished_at.isoformat(),
-                "courses_seen": last.courses_seen,
-                "chunks_failed": last.chunks_failed,
-            }
-            if last
-            else None
-        ),
+        last_sweep=_last_sweep(last) if last else None,
         last_sweep_age=round(last_age, 1) if last_age is not None else None,
         schedule_seconds=interval,
         schedule_enabled=bool(task and task.enabled),
@@ -234,6 +258,7 @@ def snapshot(*, ping: bool = True) -> Status:
         ],
         requests_per_minute=round((recent["requests"] or 0) / RATE_MINUTES, 1),
         rate_limit_per_minute=round(config.rate_limit_per_second * 60, 1),
+        sweep_strategy=config.sweep_strategy,
         failed_courses=[
             {
                 "key": str(row["id"]),

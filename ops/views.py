@@ -31,6 +31,10 @@ log = logging.getLogger("ops.views")
 # Who may start or resume a sweep: whoever may change the catalog integration (switch it off,
 # change its rate): the same operators, the same weight.
 SWEEP_PERMISSION = "catalog.change_catalogintegration"
+# "Sweep now"'s optional strategy, passed to the sweep task as ``sync_catalog --strategy`` is:
+# keys or walk forces one; auto, or none, leaves the choice to the sweep (the admin's
+# ``sweep_strategy``, where auto compares the two estimates). A resumed run keeps its own.
+SWEEP_STRATEGIES = ("auto", "keys", "walk")
 # The page reads the JSON feed this often (milliseconds).
 POLL_MS = 5000
 
@@ -138,27 +142,48 @@ def status_json(request: HttpRequest) -> JsonResponse:
 
 @require_POST
 def trigger_sweep(request: HttpRequest) -> HttpResponse:
-    """Enqueue the sweep task, as ``sync_catalog --async`` does. "Resume" is the same trigger:
-    a running run whose heartbeat is older than the lease is taken over and goes on from its
-    checkpoint; a live one makes the task a logged no-op (single flight)."""
+    """Enqueue the sweep task, as ``sync_catalog --async`` does, with the form's optional
+    ``strategy`` (``SWEEP_STRATEGIES``; anything else is a 400 with a JSON error). "Resume" is the
+    same trigger: a running run whose heartbeat is older than the lease is taken over and goes on
+    from its checkpoint, with the strategy it had; a live one makes the task a logged no-op
+    (single flight)."""
     if not request.user.has_perm(SWEEP_PERMISSION):
         raise PermissionDenied
     resume = request.POST.get("action") == "resume"
+    strategy = request.POST.get("strategy") or None
+    if strategy is not None and strategy not in SWEEP_STRATEGIES:
+        # the page's select offers only these: anything else is a hand-made request
+        return JsonResponse(
+            {
+                "error": f"strategy must be one of {', '.join(SWEEP_STRATEGIES)} (or left out), "
+                f"not {strategy[:20]!r}"
+            },
+            status=400,
+        )
     back = redirect("ops-status")
     reason = why_calls_are_off()
     if reason:
         messages.warning(request, f"{reason.capitalize()}: no sweep was queued.")
         return back
     try:
-        result = sweep.apply_async(kwargs={"trigger": "admin"}, expires=celeryconfig.SWEEP_EXPIRES)
+        result = sweep.apply_async(
+            kwargs={"trigger": "admin", "strategy": strategy}, expires=celeryconfig.SWEEP_EXPIRES
+        )
     except BrokerError as exc:
         log.error("ops: sweep not queued: broker unavailable: %s", exc)
         messages.error(request, f"The broker is unavailable; no sweep was queued ({exc}).")
         return back
-    log.info("ops: %s queued by %s (task %s)", "resume" if resume else "sweep", request.user, result.id)
+    log.info(
+        "ops: %s queued by %s (task %s, strategy %s)",
+        "resume" if resume else "sweep",
+        request.user,
+        result.id,
+        strategy or "as configured",
+    )
     messages.success(
         request,
         ("Resume queued: the sweep goes on from its checkpoint" if resume else "Sweep queued")
+        + (f", strategy {strategy}" if strategy and not resume else "")
         + f" (task {result.id}). A running sweep that is alive makes it a no-op.",
     )
     if workers_answering() is False:

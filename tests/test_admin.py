@@ -5,6 +5,7 @@ only to see what was queued (no eager mode)."""
 
 from __future__ import annotations
 
+import re
 from unittest import mock
 
 import pytest
@@ -27,6 +28,12 @@ from tasks.app import app
 from tests.factories import CourseOverviewFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("broker_presumed_up")]
+
+
+def times(text: str) -> str:
+    """``text`` with each "x" between digits written as the multiplication sign (U+00D7)."""
+    return re.sub(r"(?<=\d)x(?=\d)", "\u00d7", text)
+
 
 KEY = "course-v1:Adm+A101+2025"
 CHANGELIST = "/admin/overviews/courseoverview/"
@@ -326,3 +333,204 @@ def test_sweep_records_are_read_only_and_kept(model, admin_client):
     assert response.status_code == 200  # no such action: the list again
     assert SweepRun.objects.filter(pk=run.pk, status=SweepStatus.RUNNING).exists()
     assert SweepChunk.objects.filter(pk=chunk.pk).exists()
+
+
+# --- sweep records: the strategy, its estimates and the walk ------------------------------------
+
+RUNS = "/admin/catalog/sweeprun/"
+
+
+def sweep_run(**fields):
+    from catalog.models import SweepRun, SweepStatus
+
+    defaults = {"status": SweepStatus.COMPLETE, "planning_done": True}
+    return SweepRun.objects.create(**{**defaults, **fields})
+
+
+def shown(admin_client, url: str) -> str:
+    """The page's text, tags and entities gone (a value inside a <div class="readonly">)."""
+    import html
+
+    response = admin_client.get(url)
+    assert response.status_code == 200
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.content.decode())).split())
+
+
+def test_a_walk_run_shows_its_strategy_estimates_pages_sizes_progress_and_error(admin_client):
+    run = sweep_run(
+        strategy="walk",
+        strategy_reason="walk 70 < keys 1450 requests",
+        catalog_count=3200,
+        estimate_keys=1450,
+        estimate_walk=70,
+        catalog_requests=72,
+        walk_offset=1600,
+        walk_pages=8,
+        walk_sizes=[[20, 2], [40, 1], [80, 5]],
+        walk_error="walk stopped at position 1600: CatalogServerError: 503",
+    )
+    page = shown(admin_client, f"{RUNS}{run.pk}/change/")
+    assert "Strategy" in page and "Walk (walk + repair only)" in page  # the two sections
+    assert "walk 70 < keys 1450 requests" in page
+    assert "Catalog count: 3200" in page
+    assert "72 requests; estimate walk 70 (keys 1,450)" in page
+    assert "Estimate keys: 1450" in page and "Estimate walk: 70" in page
+    assert times("20x2, 40x1, 80x5") in page
+    assert "1,600 of 3,200: stopped early (see walk error)" in page
+    assert "walk stopped at position 1600: CatalogServerError: 503" in page
+    assert "Walk pages: 8" in page
+    # read-only like the rest of the run: no form field, no save button
+    response = admin_client.get(f"{RUNS}{run.pk}/change/")
+    assert list(response.context["adminform"].form.fields) == []
+    assert 'name="_save"' not in response.content.decode()
+
+
+def test_a_walk_in_progress_and_a_finished_one_show_their_position(admin_client):
+    from catalog.models import SweepStatus
+
+    walking = sweep_run(
+        status=SweepStatus.RUNNING,
+        planning_done=False,
+        strategy="walk",
+        catalog_count=102525,
+        walk_offset=25600,
+    )
+    assert "25,600 of 102,525: walking" in shown(admin_client, f"{RUNS}{walking.pk}/change/")
+    done = sweep_run(strategy="walk", catalog_count=3200, walk_offset=3200, walk_done=True)
+    assert "3,200 of 3,200: done" in shown(admin_client, f"{RUNS}{done.pk}/change/")
+
+
+def test_a_keys_run_shows_its_estimates_and_no_walk(admin_client):
+    run = sweep_run(
+        strategy="keys",
+        strategy_reason="keys 2 <= walk 3 requests",
+        catalog_count=150,
+        estimate_keys=2,
+        estimate_walk=3,
+        catalog_requests=3,
+    )
+    page = shown(admin_client, f"{RUNS}{run.pk}/change/")
+    assert "keys 2 <= walk 3 requests" in page
+    assert "3 requests; estimate keys 2 (walk 3)" in page
+    assert "not a walk" in page
+
+
+def test_a_run_before_its_choice_and_one_whose_probe_failed_render(admin_client):
+    fresh = sweep_run(status="running", planning_done=False)
+    assert "not a walk" in shown(admin_client, f"{RUNS}{fresh.pk}/change/")
+    forced = sweep_run(strategy="walk", strategy_reason="requested (count probe failed: 503)", walk_offset=0)
+    page = shown(admin_client, f"{RUNS}{forced.pk}/change/")
+    assert "0 requests; estimate walk none" in page and "0 of ?" in page
+
+
+def test_the_run_list_shows_the_strategy_and_requests_against_the_estimate(admin_client):
+    sweep_run(strategy="walk", estimate_keys=1450, estimate_walk=70, catalog_requests=72)
+    sweep_run(strategy="keys", estimate_keys=48, estimate_walk=None, catalog_requests=48)
+    page = shown(admin_client, RUNS)
+    assert "72 requests; estimate walk 70 (keys 1,450)" in page
+    assert "48 requests; estimate keys 48" in page
+    assert admin_client.get(RUNS, {"strategy": "walk"}).context["cl"].result_count == 1
+
+
+@pytest.mark.parametrize(
+    ("sizes", "text"),
+    [
+        ([], ""),
+        ([[100, 1]], times("100x1")),
+        ([[20, 2], [40, 1], [80, 5]], times("20x2, 40x1, 80x5")),
+        ([[1600, 1200]], times("1,600x1,200")),
+        ([["x"], 3], "['x'], 3"),  # not the recorded shape: shown as stored
+    ],
+)
+def test_walk_sizes_read_as_size_times_pages(sizes, text):
+    assert ops_admin.walk_sizes_text(sizes) == text
+
+
+# --- the catalog integration's configuration: the sweep's tunables, with history ------------------
+
+CONFIG = "/admin/catalog/catalogintegration/"
+
+
+def config_form(**changes) -> dict:
+    from catalog.models import CatalogIntegration
+
+    current = CatalogIntegration.current()
+    data = {
+        "enabled": "on",
+        "page_size": current.page_size,
+        "connect_timeout": current.connect_timeout,
+        "read_timeout": current.read_timeout,
+        "max_url_length": current.max_url_length,
+        "page_attempts": current.page_attempts,
+        "sweep_strategy": current.sweep_strategy,
+        "walk_page_budget": current.walk_page_budget,
+        "walk_page_size_ceiling": current.walk_page_size_ceiling,
+        "rate_limit_per_second": current.rate_limit_per_second,
+    }
+    return {**data, **changes}
+
+
+def test_the_configuration_form_has_the_sweep_tunables_with_their_defaults(admin_client):
+    response = admin_client.get(f"{CONFIG}add/")
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert {"sweep_strategy", "walk_page_budget", "walk_page_size_ceiling"} <= set(form.fields)
+    assert form.initial["sweep_strategy"] == "auto"
+    assert float(form.initial["walk_page_budget"]) == 5.0
+    assert int(form.initial["walk_page_size_ceiling"]) == 1600
+    assert [value for value, _ in form.fields["sweep_strategy"].choices] == ["auto", "keys", "walk"]
+
+
+def test_every_save_of_the_tunables_is_a_new_row_and_the_newest_is_current(admin_client):
+    from catalog.models import CatalogIntegration, current_config
+
+    before = CatalogIntegration.objects.count()  # the migration's initial row, if any
+    first = admin_client.post(
+        f"{CONFIG}add/",
+        config_form(sweep_strategy="walk", walk_page_budget="2.5", walk_page_size_ceiling="800"),
+    )
+    assert first.status_code == 302
+    second = admin_client.post(f"{CONFIG}add/", config_form(sweep_strategy="keys"))
+    assert second.status_code == 302
+    rows = list(CatalogIntegration.objects.order_by("change_date", "id"))[before:]
+    assert CatalogIntegration.objects.count() == before + 2
+    assert [(r.sweep_strategy, r.walk_page_budget, r.walk_page_size_ceiling) for r in rows] == [
+        ("walk", 2.5, 800),
+        ("keys", 2.5, 800),  # the add form starts from the current values
+    ]
+    assert all(r.changed_by is not None for r in rows)  # who changed it
+    current = current_config()
+    assert (current.sweep_strategy, current.walk_page_budget, current.walk_page_size_ceiling) == (
+        "keys",
+        2.5,
+        800,
+    )
+    # the list is the history: both rows, each tunable a column
+    page = shown(admin_client, CONFIG)
+    assert "walk + repair" in page and "keys-batched" in page
+    listing = admin_client.get(CONFIG)
+    assert {"sweep_strategy", "walk_page_budget", "walk_page_size_ceiling"} <= set(
+        listing.context["cl"].list_display
+    )
+    # an old row is shown read-only, never edited in place
+    old = admin_client.get(f"{CONFIG}{rows[0].pk}/change/")
+    assert old.status_code == 200 and "walk_page_budget" not in old.context["adminform"].form.fields
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"sweep_strategy": "fastest"},
+        {"walk_page_budget": "0.01"},
+        {"walk_page_size_ceiling": "0"},
+        {"walk_page_size_ceiling": "10001"},
+    ],
+)
+def test_a_tunable_out_of_range_is_refused_and_saves_nothing(bad, admin_client):
+    from catalog.models import CatalogIntegration
+
+    before = CatalogIntegration.objects.count()
+    response = admin_client.post(f"{CONFIG}add/", config_form(**bad))
+    assert response.status_code == 200  # the form again, with its error
+    assert response.context["adminform"].form.errors.keys() == bad.keys()
+    assert CatalogIntegration.objects.count() == before

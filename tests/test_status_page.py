@@ -37,6 +37,12 @@ from tests.browser.seed import seed_overviews, seed_schedule, seed_sweeps
 
 pytestmark = pytest.mark.django_db
 
+
+def times(text: str) -> str:
+    """``text`` with each "x" between digits written as the multiplication sign (U+00D7)."""
+    return re.sub(r"(?<=\d)x(?=\d)", "\u00d7", text)
+
+
 STATUS = "/admin/status/"
 FEED = "/admin/status.json"
 SWEEP = "/admin/status/sweep/"
@@ -170,6 +176,90 @@ def test_the_query_count_does_not_grow_with_the_overviews(admin_client, total):
 EXPECTED_QUERIES = 9
 
 
+def finished_run(**fields) -> SweepRun:
+    run = SweepRun.objects.create(status=SweepStatus.COMPLETE, planning_done=True, **fields)
+    now = timezone.now()
+    SweepRun.objects.filter(pk=run.pk).update(
+        started_at=now - timedelta(minutes=10), finished_at=now - timedelta(minutes=1)
+    )
+    return run
+
+
+def test_the_last_sweep_shows_its_strategy_and_requests_against_the_estimate(admin_client):
+    run = finished_run(
+        strategy="walk",
+        strategy_reason="walk 70 < keys 1450 requests",
+        catalog_count=3200,
+        estimate_keys=1450,
+        estimate_walk=70,
+        catalog_requests=72,
+        walk_pages=8,
+        walk_sizes=[[100, 1], [200, 1], [400, 6]],
+        walk_done=True,
+        walk_offset=3200,
+    )
+    html = admin_client.get(STATUS).content.decode()
+    card = re.search(r'<dl class="ops-facts" id="last-sweep-strategy">(.*?)</dl>', html, re.S).group(1)
+    text = " ".join(html_lib.unescape(re.sub(r"<[^>]+>", " ", card)).split())
+    assert "Strategy walk + repair (walk 70 < keys 1450 requests)" in text
+    assert "Requests 72 , estimate 70 (keys-batched: 1450)" in text
+    assert times("8 page(s) of 3200 runs; sizes 100x1, 200x1, 400x6") in text and "stopped early" not in text
+    last = admin_client.get(FEED).json()["last_sweep"]
+    assert last["id"] == run.pk and last["strategy"] == "walk" and last["catalog_count"] == 3200
+    assert (last["catalog_requests"], last["estimate"], last["estimate_keys"], last["estimate_walk"]) == (
+        72,
+        70,
+        1450,
+        70,
+    )
+    assert last["walk_sizes"] == times("100x1, 200x1, 400x6") and last["walk_error"] == ""
+
+
+def test_the_last_sweep_says_when_its_walk_stopped_early(admin_client):
+    finished_run(
+        strategy="walk",
+        strategy_reason="requested",
+        catalog_count=3200,
+        estimate_walk=9,
+        catalog_requests=40,
+        walk_error="walk stopped at position 800: CatalogServerError: 503",
+    )
+    html = admin_client.get(STATUS).content.decode()
+    assert "stopped early</strong>: walk stopped at position 800: CatalogServerError: 503" in html
+
+
+def test_a_keys_batched_last_sweep_shows_its_estimates_and_no_walk(admin_client):
+    finished_run(
+        strategy="keys", strategy_reason="keys 2 <= walk 3 requests", estimate_keys=2, estimate_walk=3
+    )
+    html = admin_client.get(STATUS).content.decode()
+    card = re.search(r'<dl class="ops-facts" id="last-sweep-strategy">(.*?)</dl>', html, re.S).group(1)
+    assert "keys-batched" in card and "(walk + repair: 3)" in card and "<dt>Walk</dt>" not in card
+    assert admin_client.get(FEED).json()["last_sweep"]["estimate"] == 2
+
+
+def test_a_last_sweep_from_before_the_strategies_shows_no_strategy(admin_client):
+    finished_run()
+    html = admin_client.get(STATUS).content.decode()
+    assert 'id="last-sweep-strategy"' not in html
+    assert admin_client.get(FEED).json()["last_sweep"]["strategy"] == ""
+
+
+def test_a_running_walk_shows_its_strategy_and_position(admin_client, seeded):
+    SweepRun.objects.filter(pk=seeded["run"].pk).update(
+        strategy="walk", catalog_count=102525, walk_offset=25600
+    )
+    html = admin_client.get(STATUS).content.decode()
+    assert (
+        '<span id="sweep-strategy">walk</span><span id="sweep-walk">, walking: 25,600 of 102,525</span>'
+        in html
+    )
+    progress = admin_client.get(FEED).json()["progress"]
+    assert progress["strategy"] == "walk" and progress["walk"] == "25,600 of 102,525"
+    SweepRun.objects.filter(pk=seeded["run"].pk).update(walk_done=True)  # now its repair runs
+    assert admin_client.get(FEED).json()["progress"]["walk"] is None
+
+
 # --- the admin index's banner --------------------------------------------------------------------
 
 
@@ -238,9 +328,43 @@ def test_sweep_now_queues_the_sweep_task(admin_client, sweep_queued):
     response = admin_client.post(SWEEP, {"action": "sweep"})
     assert response.status_code == 302 and response["Location"] == STATUS
     sweep_queued.assert_called_once()
-    assert sweep_queued.call_args.kwargs["kwargs"] == {"trigger": "admin"}
+    assert sweep_queued.call_args.kwargs["kwargs"] == {"trigger": "admin", "strategy": None}
     assert sweep_queued.call_args.kwargs["expires"] > 0
     assert any("Sweep queued" in m and "sweep-task-1" in m for m in messages_of(response))
+
+
+@pytest.mark.parametrize("strategy", ["auto", "keys", "walk"])
+def test_sweep_now_passes_the_chosen_strategy_to_the_task(strategy, admin_client, sweep_queued):
+    response = admin_client.post(SWEEP, {"action": "sweep", "strategy": strategy})
+    assert response.status_code == 302 and response["Location"] == STATUS
+    sweep_queued.assert_called_once()
+    assert sweep_queued.call_args.kwargs["kwargs"] == {"trigger": "admin", "strategy": strategy}
+    assert any(f"Sweep queued, strategy {strategy}" in m for m in messages_of(response))
+
+
+def test_sweep_now_with_the_select_left_as_configured_passes_no_strategy(admin_client, sweep_queued):
+    admin_client.post(SWEEP, {"action": "sweep", "strategy": ""})
+    assert sweep_queued.call_args.kwargs["kwargs"] == {"trigger": "admin", "strategy": None}
+
+
+@pytest.mark.parametrize("strategy", ["fastest", "KEYS", "walk ", "x" * 5000])
+def test_sweep_now_refuses_an_unknown_strategy_with_a_json_400(strategy, admin_client, sweep_queued):
+    response = admin_client.post(SWEEP, {"action": "sweep", "strategy": strategy})
+    assert response.status_code == 400 and response["Content-Type"] == "application/json"
+    error = response.json()["error"]
+    assert error.startswith("strategy must be one of auto, keys, walk (or left out), not ")
+    assert len(error) < 120  # a long value is not echoed back
+    sweep_queued.assert_not_called()
+
+
+def test_the_page_offers_the_strategies_and_names_the_configured_one(admin_client):
+    CatalogIntegration.objects.create(enabled=True, sweep_strategy="walk")
+    html = admin_client.get(STATUS).content.decode()
+    select = re.search(
+        r'<select name="strategy" id="sweep-strategy-choice">(.*?)</select>', html, re.S
+    ).group(1)
+    assert re.findall(r'<option value="([^"]*)"', select) == ["", "keys", "walk"]
+    assert "as configured (walk)" in select
 
 
 def test_resume_is_the_same_trigger_and_says_so(admin_client, sweep_queued):

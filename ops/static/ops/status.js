@@ -24,6 +24,9 @@
       text("sweep-percent", p.percent + "%");
       text("sweep-id", p.id);
       text("sweep-trigger", p.trigger);
+      text("sweep-strategy", p.strategy || null);
+      var walking = el("sweep-walk");
+      if (walking) walking.textContent = p.walk ? ", walking: " + p.walk : "";
       text("sweep-chunks-done", p.chunks_done);
       text("sweep-chunks-total", p.chunks_total);
       text("sweep-planning", p.planning_done ? "" : " (still planning)");
