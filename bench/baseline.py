@@ -23,6 +23,14 @@ What the command does, and what this does the same way:
 No bulk reads, no bulk writes, no CCX handling (a CCX course is never looked up: the catalog does
 not know its key), no sync metadata (status, synced-at), no error handling beyond the counters.
 
+``paced=True`` (``bench/sweep_strategies.py``, against a throttled catalog whose data changes
+between pages): the same walk with ``CatalogClient.list_page`` (``page`` and ``page_size`` sent,
+``exclude_utm=1``), following the catalog's ``next`` (has_next) without checking ``count`` (as
+Open edX does: ``iter_course_runs`` refuses a walk whose count changes), stopping at a page that is
+gone (404, the list shrank), and waiting out every 429 (``Retry-After``) or fleet pause before
+asking again. Open edX's client does not retry a 429 (its ``get_course_runs`` logs the error and
+syncs nothing); waiting is the kindest reading, so that the comparison is of time and correctness.
+
 ``sample_every=k`` processes only every k-th run of the walk (the walk itself is always complete):
 used to time the per-run loop on a sample when the full loop would take too long; the caller
 extrapolates.
@@ -51,6 +59,9 @@ class BaselineMetrics:
     unchanged: int = 0
     walk_s: float = 0.0
     loop_s: float = 0.0
+    pages: int = 0
+    throttled_waits: int = 0
+    throttled_wait_s: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,6 +72,33 @@ def get_course_runs(client: Any, page_size: int) -> list[dict[str, Any]]:
     runs: list[dict[str, Any]] = []
     for page in client.iter_course_runs(page_size=page_size):
         runs.extend(page)
+    return runs
+
+
+def get_course_runs_paced(client: Any, page_size: int, metrics: BaselineMetrics) -> list[dict[str, Any]]:
+    """The same walk, waiting out 429s and fleet pauses (``paced=True`` above)."""
+    import time
+
+    from catalog_client.errors import CatalogThrottled
+
+    runs: list[dict[str, Any]] = []
+    page = 1
+    while True:
+        try:
+            listed = client.list_page(page, page_size)
+        except CatalogThrottled as exc:
+            wait = max(0.05, float(exc.retry_after or 0.0))
+            metrics.throttled_waits += 1
+            metrics.throttled_wait_s = round(metrics.throttled_wait_s + wait, 3)
+            time.sleep(wait)
+            continue
+        if listed.past_end:
+            break
+        metrics.pages += 1
+        runs.extend(listed.results)
+        if not listed.has_next:
+            break
+        page += 1
     return runs
 
 
@@ -91,13 +129,15 @@ def sync_course_runs(runs: Iterable[dict[str, Any]], metrics: BaselineMetrics) -
             metrics.unchanged += 1
 
 
-def run_baseline(client: Any, *, page_size: int, sample_every: int = 1) -> BaselineMetrics:
+def run_baseline(
+    client: Any, *, page_size: int, sample_every: int = 1, paced: bool = False
+) -> BaselineMetrics:
     """The whole command: the walk, then the per-run loop (on every ``sample_every``-th run)."""
     import time
 
     metrics = BaselineMetrics()
     started = time.perf_counter()
-    runs = get_course_runs(client, page_size)
+    runs = get_course_runs_paced(client, page_size, metrics) if paced else get_course_runs(client, page_size)
     metrics.runs_fetched = len(runs)
     walked = time.perf_counter()
     metrics.walk_s = round(walked - started, 3)

@@ -297,6 +297,7 @@ class StandinProcess:
         latency_ms: float = 0.0,
         latency_per_item_ms: float = 0.0,
         insert_between_pages: int = 0,
+        delete_between_pages: int = 0,
         throttle_per_window: int = 0,
         throttle_window_s: float = 3600.0,
         write_lms_records: Path | None = None,
@@ -321,6 +322,8 @@ class StandinProcess:
             str(latency_per_item_ms),
             "--insert-between-pages",
             str(insert_between_pages),
+            "--delete-between-pages",
+            str(delete_between_pages),
             "--throttle-per-window",
             str(throttle_per_window),
             "--throttle-window-s",
@@ -388,6 +391,10 @@ class StandinProcess:
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         return self.control("POST", "faults", faults)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run as stored now, in list order (no tracking parameters)."""
+        return self.control("GET", "runs")["runs"]
 
     def upsert(self, runs: list[dict[str, Any]]) -> dict[str, Any]:
         return self.control("POST", "runs", {"upsert": runs})

@@ -33,6 +33,7 @@ from bench import (  # noqa: E402
     publish_receiver,
     publish_to_fresh,
     sweep_scale,
+    sweep_strategies,
     sweep_sync,
     sweep_workers,
 )
@@ -60,9 +61,13 @@ BENCHMARKS: dict[str, Benchmark] = {
     "page_size_curve": page_size_curve.run,
     # The learners' enrollment API behind gunicorn on PostgreSQL (issue 11).
     "enrollments": enrollments_load.run,
+    # Keys-batched vs walk + repair, chosen per sweep, against the baseline (issue 9): throttled,
+    # drifting, a wide catalog, 100,000 courses on SQLite and PostgreSQL, the floor, 200/hour.
+    "sweep_strategies": sweep_strategies.run,
 }
 
 CHILD_TIMEOUT = 900  # seconds per benchmark
+CHILD_TIMEOUTS = {"sweep_strategies": 2400}  # the ones that take longer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -121,12 +126,12 @@ def run_here(name: str, args: argparse.Namespace) -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _run_child(cmd: list[str]) -> int:
+def _run_child(cmd: list[str], timeout: float = CHILD_TIMEOUT) -> int:
     """Run one benchmark's process in its own process group, so that a timeout or Ctrl-C also
     stops what it started (stand-in, worker); -1 on timeout."""
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
     try:
-        return proc.wait(timeout=CHILD_TIMEOUT)
+        return proc.wait(timeout=timeout)
     except (subprocess.TimeoutExpired, KeyboardInterrupt) as exc:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -161,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd += ["--keep-tmp"] if args.keep_tmp else []
         cmd += ["--db", args.db] if args.db else []
         t0 = time.monotonic()
-        rc = _run_child(cmd)
+        rc = _run_child(cmd, CHILD_TIMEOUTS.get(name, CHILD_TIMEOUT))
         outcome[name] = {0: "ok", 1: "CHECK FAILED", -1: "TIMEOUT"}.get(rc, f"ERROR (exit {rc})")
         outcome[name] += f" ({time.monotonic() - t0:.0f} s)"
     print(f"\n== bench summary ({time.monotonic() - started:.0f} s)")
