@@ -196,7 +196,8 @@ def _take_over(run: SweepRun, owner: str, now, trigger: str) -> SweepRun | None:
         if not taken:
             log.info("catalog sweep: not started (%s): sweep #%s was resumed or heartbeat", trigger, run.pk)
             return None
-        _reconcile(run.pk)
+        if not run.strategy:  # a run of a version that kept its counters lazily
+            _reconcile(run.pk)
     run.refresh_from_db()
     logcontext.bind(sweep_id=run.pk)
     log.warning(

@@ -48,6 +48,7 @@ from django.db import connections
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Cast, Length, Replace
 from django.utils import timezone
+from opaque_keys import InvalidKeyError
 
 from catalog.models import (
     COURSE_COUNTERS,
@@ -58,7 +59,7 @@ from catalog.models import (
     current_config,
 )
 from catalog.retry import RetryPolicy, next_retry
-from catalog.sync import Fetched, SyncCounters, apply_runs, read_rows
+from catalog.sync import Fetched, SyncCounters, apply_runs, catalog_key_for, read_rows
 from catalog_client.client import ListPage
 from catalog_client.errors import CatalogError, CatalogServerError, CatalogTimeout
 from overviews.models import CatalogStatus, CourseOverview
@@ -262,10 +263,10 @@ def choose_strategy(
 
 def estimate_walk_requests(count: int, facts: LmsFacts, page_size: int, ceiling: int, per_url: int) -> int:
     """The walk's pages at its best-case growth, plus the repair of the courses it cannot see:
-    those beyond the catalog's count, CCX courses, and the ones missing last time (at least one
-    request: drift between pages can always leave a few)."""
+    those beyond the catalog's count and the ones missing last time (at least one request: drift
+    between pages can always leave a few). CCX courses are written with their master's run."""
     pages = walk_pages_needed(count, page_size, ceiling)
-    unseen = max(facts.courses - count, facts.ccx + facts.missing)
+    unseen = max(facts.courses - facts.ccx - count, facts.missing)
     return pages + max(1, estimate_keys_requests(unseen, per_url, page_size))
 
 
@@ -305,6 +306,7 @@ class WalkResult:
     done: bool
     pages: int = 0
     pause: float = 0.0  # seconds to wait before going on (a throttle), when not done
+    retries: int = 0  # retries already spent on the page the walk paused at (carried over)
     counters: SyncCounters = field(default_factory=SyncCounters)
 
 
@@ -333,6 +335,7 @@ def walk(
     longest_wait: float | None = None,
     time_budget: float | None = None,
     on_page: Callable[[SyncCounters], None] | None = None,
+    retries: int = 0,
 ) -> WalkResult:
     """Walk the catalog's list from the run's checkpoint, writing each page, until the end.
 
@@ -342,16 +345,21 @@ def walk(
     pauses the walk (``WalkResult.pause``); so does ``time_budget`` seconds of walking. A page
     that keeps failing ends the walk early (``walk_error``): the repair then fetches, by key,
     everything it did not check. Raises ``SweepTakenOver`` when the run is no longer this owner's.
+    ``retries``: the retries already spent on the first page (a walk that paused on it and goes
+    on in a new message keeps its count, ``WalkResult.retries``, so a page that keeps failing
+    still ends the walk).
     """
     begin_walk(run)
     sizer = walk_config(run)
+    ccx = ccx_by_master()
     result = WalkResult(done=False)
     started = time.monotonic()
     lock = threading.Lock()
 
-    def fetch(offset: int) -> _Fetch:
+    first_retries = retries
+
+    def fetch(offset: int, retries: int = 0) -> _Fetch:
         with lock:
-            retries = 0
             total = _Fetch(offset, 0, 0)
             while True:
                 page, size = sizer.plan(offset)
@@ -376,8 +384,8 @@ def walk(
                 if plan is None:
                     return total
                 if longest_wait is not None and plan.delay > longest_wait:
-                    total.retries = retries
-                    raise _Pause(total, plan.delay)
+                    total.retries += int(plan.spends)  # the next message's attempt is that retry
+                    raise _Pause(total, plan.delay, plan.retries)
                 retries = plan.retries
                 total.retries += int(plan.spends)
                 log.warning(
@@ -392,13 +400,13 @@ def walk(
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-walk")
     try:
         offset = run.walk_offset
-        future = pool.submit(fetch, offset)
+        future = pool.submit(fetch, offset, first_retries)
         while True:
             try:
                 got = future.result()
             except _Pause as pause:
                 _checkpoint(run, sizer, offset, offset, pause.fetched, SyncCounters(), done=False)
-                result.pause = pause.delay
+                result.pause, result.retries = pause.delay, pause.retries
                 return result
             if got.error is not None:  # gave up: the repair covers what the walk did not check
                 error = f"walk stopped at position {offset}: {type(got.error).__name__}: {got.error}"
@@ -421,7 +429,7 @@ def walk(
             over_time = time_budget is not None and time.monotonic() - started > time_budget
             if not done and not over_time:
                 future = pool.submit(fetch, next_offset)
-            counters = _apply_page(run, got)
+            counters = _apply_page(run, got, ccx)
             _checkpoint(run, sizer, offset, next_offset, got, counters, done=done)
             result.pages += 1
             result.counters += counters
@@ -439,29 +447,50 @@ def walk(
 
 
 class _Pause(Exception):
-    def __init__(self, fetched: _Fetch, delay: float) -> None:
+    def __init__(self, fetched: _Fetch, delay: float, retries: int) -> None:
         super().__init__(f"pause {delay:.1f}s")
         self.fetched = fetched
         self.delay = delay
+        self.retries = retries  # spent on this page, the pending one included
 
 
-def _apply_page(run: SweepRun, got: _Fetch) -> SyncCounters:
-    """Write one walk page: the rows it names that this walk has not checked yet (one SELECT),
-    compared and written in one guarded UPDATE. A refused record is not a check: its row is
-    fetched again by the repair and counted there."""
+def ccx_by_master() -> dict[str, list[str]]:
+    """Our CCX courses by the catalog key of their master (one query): a walk page that lists a
+    master writes its CCX courses too."""
+    found: dict[str, list[str]] = {}
+    keys = CourseOverview.objects.filter(id__startswith=CCX_PREFIX).values_list(
+        Cast("id", output_field=CharField()), flat=True
+    )
+    for key in keys:
+        try:
+            found.setdefault(catalog_key_for(key), []).append(key)
+        except InvalidKeyError:  # not a CCX key after all: the repair fetches it as itself
+            continue
+    return found
+
+
+def _apply_page(run: SweepRun, got: _Fetch, ccx: dict[str, list[str]] | None = None) -> SyncCounters:
+    """Write one walk page: the rows it names (and the CCX courses of the masters it lists) that
+    this walk has not checked yet (one SELECT), compared and written in one guarded UPDATE. A
+    refused record is not a check: its row is fetched again by the repair and counted there."""
     listed = got.listed
     assert listed is not None and got.sent_at is not None and got.received_at is not None
     runs = {item["key"]: item for item in listed.results}
     rows = []
     keys = list(runs)
+    master_of: dict[str, str] = {}
+    for key in runs if ccx else ():
+        for course in ccx.get(key, ()):
+            master_of[course] = key
+    keys.extend(master_of)
     step = _keys_per_query()
     for start in range(0, len(keys), step):
-        batch = CourseOverview.objects.filter(id__in=keys[start : start + step])
+        batch = CourseOverview.objects.filter(id__stored_in=keys[start : start + step])
         rows.extend(read_rows(unchecked_since(batch, run.walk_started_at)))
     counters = SyncCounters()
     if rows:
         fetched = Fetched(
-            wanted={row.id: row.id for row in rows},
+            wanted={row.id: master_of.get(row.id, row.id) for row in rows},
             runs=runs,
             sent_at=got.sent_at,
             received_at=got.received_at,

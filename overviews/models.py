@@ -4,6 +4,7 @@ fields (written only by the catalog sync) and sync metadata."""
 from __future__ import annotations
 
 from django.db import models
+from django.db.models.lookups import In
 from opaque_keys.edx.django.models import CourseKeyField
 
 # Fields a publish or an import may write. Nothing else is taken from a publish.
@@ -36,6 +37,19 @@ CHECK_FIELDS: tuple[str, ...] = (
     "catalog_attempted_at",
     "catalog_refresh_requested_at",
 )
+
+
+@CourseKeyField.register_lookup
+class StoredIn(In):
+    """``id__stored_in=[...]``: match keys as the strings stored, sent as they are.
+
+    ``id__in`` parses every value into a key and prints it again (``CourseKeyField``'s
+    ``get_prep_value``): 100,000 parses cost seconds in a sweep, and a value that is not a key at
+    all (a hostile catalog record) raises instead of matching nothing. Stored keys are already
+    canonical, so the strings are compared as they are (the primary key index still serves)."""
+
+    lookup_name = "stored_in"
+    prepare_rhs = False
 
 
 class CatalogStatus(models.TextChoices):

@@ -118,11 +118,12 @@ WALK_LONGEST_SLEEP = 30.0
     time_limit=conf.SWEEP_CHUNK_TIME_LIMIT,
     ignore_result=True,
 )
-def sweep_walk(self: CatalogTask, run_id: int, owner: str) -> str:
+def sweep_walk(self: CatalogTask, run_id: int, owner: str, retries: int = 0) -> str:
     """Walk the catalog's list for a walk + repair run, from its checkpoint, for at most
     ``WALK_TASK_SECONDS``; then go on in a new message, or, at the end of the walk, plan and
     dispatch the repair's chunks. Only the run's owner walks: a message of a run taken over (a
-    new coordinator owns it and sent its own walk) stops at once."""
+    new coordinator owns it and sent its own walk) stops at once. ``retries``: spent on the page
+    the last message paused at (a page that keeps failing ends the walk across messages too)."""
     run = SweepRun.objects.filter(pk=run_id, status=SweepStatus.RUNNING, owner=owner).first()
     if run is None:
         log.info("catalog sweep: walk of sweep #%s not run: the sweep ended or was taken over", run_id)
@@ -144,9 +145,10 @@ def sweep_walk(self: CatalogTask, run_id: int, owner: str) -> str:
                 policy=self.retry_policy,
                 longest_wait=WALK_LONGEST_SLEEP,
                 time_budget=WALK_TASK_SECONDS,
+                retries=retries,
             )
             if not result.done:
-                sweep_walk.apply_async((run_id, owner), countdown=result.pause or None)
+                sweep_walk.apply_async((run_id, owner, result.retries), countdown=result.pause or None)
                 return f"walked {result.pages} page(s); going on"
             run.refresh_from_db()
         dispatched = _dispatch_all(run)
