@@ -36,6 +36,7 @@ from bench import (  # noqa: E402
     sweep_strategies,
     sweep_sync,
     sweep_workers,
+    walk_page_search,
 )
 from bench.common import (  # noqa: E402
     RESULTS_DIR,
@@ -64,6 +65,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     # Keys-batched vs walk + repair, chosen per sweep, against the baseline (issue 9): throttled,
     # drifting, a wide catalog, 100,000 courses on SQLite and PostgreSQL, the floor, 200/hour.
     "sweep_strategies": sweep_strategies.run,
+    # What the walk's run-time page size settles at, by the catalog's cost per run (issue 9).
+    "walk_page_search": walk_page_search.run,
 }
 
 CHILD_TIMEOUT = 900  # seconds per benchmark
