@@ -4,11 +4,11 @@
   Its cost is set by the URL: about 70 real, encoded keys fit a 4 KB request line, so 100,000
   courses cost about 1,450 requests, whatever the page size.
 - **walk + repair**: walk the catalog's whole list in large pages (``page`` always sent, the
-  page size chosen per page), write every run the LMS has, then fetch with ``keys=`` every LMS
-  course the walk did not check -- skipped because the list shifted under the walk (runs deleted
-  before the walk's position), a CCX course (the catalog knows only its master), a key whose case
-  differs, or a course the catalog does not have. The repair is keys-batched chunks over those
-  courses only. A run the walk sees twice (runs inserted before its position) is harmless: the
+  page size chosen per page), write every run the LMS has (and, from a master's run, the LMS's
+  CCX courses of that master), then fetch with ``keys=`` every LMS course the walk did not check --
+  skipped because the list shifted under the walk (runs deleted before the walk's position), a
+  key whose case differs, or a course the catalog does not have. The repair is keys-batched chunks
+  over those courses only. A run the walk sees twice (runs inserted before its position) is harmless: the
   second time, its course is already checked in this sweep and is not read again.
 
   What the walk has checked is kept where everything else is: the overview rows. Every row the
