@@ -384,38 +384,46 @@ def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at:
         f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s) "
         f"AND ({table}.{checked} IS NULL OR {table}.{checked} <= %s)"
     )
-    # Rows only checked (nothing to write: most rows of most sweeps) need no values: their ids go
-    # in one narrow statement, far cheaper to build and to run than the VALUES join. Which of them
-    # the guard skipped does not matter (only changed rows can be superseded): no RETURNING.
-    only_checked = [stamp for stamp in stamps if stamp.checked and not stamp.changed]
-    stamps = [stamp for stamp in stamps if stamp.changed or not stamp.checked]
+    # One statement per batch. Rows only checked (nothing to write: most rows of most sweeps) carry
+    # no values: a page of them alone is one narrow UPDATE by id, and beside changed rows they are
+    # sent with NULLs (their flags say not to write). Only changed rows can be superseded: the
+    # narrow statement reports no ids.
+    only_checked = all(stamp.checked and not stamp.changed for stamp in stamps)
+    nulls = (None,) * (len(_FIELDS) - 1)
     written: set[str] = set()
     step = _rows_per_query()
-    id_step = step * (len(_FIELDS) + len(_FLAGS))
     with connection.cursor() as cursor:
-        for start in range(0, len(only_checked), id_step):
-            ids = [str(stamp.row.id) for stamp in only_checked[start : start + id_step]]
-            sql = (
-                f"UPDATE {table} SET {checked} = %s, {attempted} = CASE WHEN {table}.{attempted} IS NULL "  # noqa: S608
-                f"OR {table}.{attempted} < %s THEN %s ELSE {table}.{attempted} END "
-                f"WHERE {table}.{quote('id')} IN ({', '.join(['%s'] * len(ids))}) {guard}"
-            )
-            cursor.execute(sql, [received, sent, sent, *ids, sent, sent])
+        if only_checked:
+            id_step = step * (len(_FIELDS) + len(_FLAGS))
+            for start in range(0, len(stamps), id_step):
+                ids = [str(stamp.row.id) for stamp in stamps[start : start + id_step]]
+                sql = (
+                    f"UPDATE {table} SET {checked} = %s, {attempted} = CASE WHEN {table}.{attempted} "  # noqa: S608
+                    f"IS NULL OR {table}.{attempted} < %s THEN %s ELSE {table}.{attempted} END "
+                    f"WHERE {table}.{quote('id')} IN ({', '.join(['%s'] * len(ids))}) {guard}"
+                )
+                cursor.execute(sql, [received, sent, sent, *ids, sent, sent])
+            return written
         for start in range(0, len(stamps), step):
             batch = stamps[start : start + step]
             params: list[Any] = [received, sent, sent]
             for stamp in batch:
                 row = stamp.row
                 params.append(str(row.id))  # stored form of the key; parsing it again costs more
-                params.extend(
-                    field.get_db_prep_save(getattr(row, field.attname), connection) for field in _FIELDS[1:]
-                )
+                if stamp.changed:
+                    params.extend(
+                        field.get_db_prep_save(getattr(row, field.attname), connection)
+                        for field in _FIELDS[1:]
+                    )
+                else:
+                    params.extend(nulls)
                 params.extend((stamp.changed, stamp.checked))
             # Only quoted identifiers and placeholders are interpolated; every value is a parameter.
             values = ", ".join([row_sql] * len(batch))
             sql = (
                 f"UPDATE {table} SET {assignments} FROM (VALUES {values}) AS {source} "  # noqa: S608
-                f"WHERE {table}.{quote('id')} = {value_of['id']} {guard} RETURNING {table}.{quote('id')}"
+                f"WHERE {table}.{quote('id')} = {value_of['id']} {guard} "
+                f"RETURNING {table}.{quote('id')}"
             )
             cursor.execute(sql, [*params, sent, sent])
             written.update(str(key) for (key,) in cursor.fetchall())
