@@ -1,0 +1,267 @@
+"""Walk + repair over real HTTP: on real Celery workers on each stack, and in this process under
+the catalog's faults (like ``test_fault_matrix``).
+
+Every test ends with every overview compared to the stand-in's final state (``GET /_standin/runs``:
+the list moved while it was walked) and the run's record compared to the stand-in's own count."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from typing import Any
+
+import pytest
+import requests
+from opaque_keys.edx.keys import CourseKey
+
+from catalog.connection import build_client
+from catalog.mapping import map_course_run
+from catalog.models import CatalogIntegration, SweepRun, SweepStatus
+from catalog.retry import in_process_policy
+from catalog.sync import catalog_key_for
+from overviews.models import CATALOG_FIELDS, CatalogStatus, CourseOverview
+from standin import StandinServer, generate_runs, lms_course_records
+from standin.semantics import sort_key
+from tests.integration.harness import wait_until
+
+pytestmark = pytest.mark.integration
+
+RUNS = 600
+FRONT = 40  # runs first in list order the LMS does not have: the drift deletes only these
+LMS_RUNS = 500
+
+
+def final_state(server: StandinServer) -> dict[str, dict[str, Any]]:
+    """The catalog's runs now, by key, as its control route serves them."""
+    body = requests.get(f"{server.base_url}_standin/runs", timeout=10).json()
+    assert body["count"] == len(body["runs"])
+    return {run["key"]: run for run in body["runs"]}
+
+
+def wrong_rows(rows: dict[str, dict[str, Any]], catalog: dict[str, dict[str, Any]]) -> list[tuple]:
+    """Rows (by key: catalog fields and status) that differ from the catalog's runs."""
+    wrong = []
+    for key, row in rows.items():
+        run = catalog.get(catalog_key_for(key))
+        if run is None:
+            if row["catalog_status"] != CatalogStatus.MISSING:
+                wrong.append((key, "should be missing", row["catalog_status"]))
+            continue
+        expected = map_course_run(run)
+        actual = {name: row[name] for name in expected}
+        if actual != expected or row["catalog_status"] != CatalogStatus.OK:
+            wrong.append((key, expected, actual, row["catalog_status"]))
+    return wrong
+
+
+def lms_records(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The LMS: ``LMS_RUNS`` runs after the first ``FRONT`` in list order, one CCX course (of the
+    first new-style run) and one course the catalog does not have."""
+    ordered = sorted(runs, key=lambda run: sort_key(run["key"]))
+    records = lms_course_records(ordered[FRONT : FRONT + LMS_RUNS], ccx_every=10_000, lms_only=1)
+    assert sum(r["id"].startswith("ccx-v1:") for r in records) == 1
+    assert len(records) == LMS_RUNS + 2
+    return records
+
+
+# -- on real workers, each stack ------------------------------------------------------------------
+
+
+@pytest.fixture
+def standin():
+    """The ``service`` fixture's catalog: 600 runs."""
+    with StandinServer(generate_runs(RUNS, seed=23)) as server:
+        yield server
+
+
+def _run_row(service) -> dict[str, Any] | None:
+    fields = (
+        "status",
+        "strategy",
+        "courses_seen",
+        "courses_missing",
+        "catalog_requests",
+        "walk_pages",
+        "walk_done",
+        "walk_error",
+        "chunks_total",
+        "chunks_failed",
+        "error",
+    )
+    rows = service.sql(f"select {', '.join(fields)} from catalog_sweeprun order by id")  # noqa: S608
+    if not rows:
+        return None
+    assert len(rows) == 1, rows
+    return dict(zip(fields, rows[0], strict=True))
+
+
+def test_walk_and_repair_on_workers_leaves_every_overview_right_under_drift(service, standin):
+    records = lms_records(standin.state.runs())
+    service.import_courses(records)
+    service.start_worker(concurrency=1)  # one process: one token, so the bound below is exact
+    # between walk pages 3 runs leave the front of the list and 2 arrive there: the walk skips
+    # one run a page (only runs the LMS does not have are deleted: FRONT of them are first)
+    standin.set_faults(delete_between_pages=3, insert_between_pages=2)
+    standin.reset_stats()
+    started = time.monotonic()
+
+    service.manage("sync_catalog", "--async", "--strategy", "walk", "--page-size", "50")
+    run = wait_until(
+        lambda: (r := _run_row(service)) and r["status"] != "running" and r,
+        60,
+        interval=0.3,
+        what="the walk + repair sweep to finish",
+    )
+    seconds = time.monotonic() - started
+
+    assert run["status"] == SweepStatus.COMPLETE, run
+    assert run["strategy"] == "walk" and run["walk_done"] and not run["walk_error"], run
+    catalog = final_state(standin)
+    stats = standin.stats()
+    assert stats["deleted"] >= 3 and stats["inserted"] >= 2  # the list moved under the walk
+    assert not set(stats["deleted_keys"]) & {r["id"] for r in records}
+    rows = service.dump()
+    assert len(rows) == len(records)
+    assert wrong_rows(rows, catalog) == []
+    assert run["courses_seen"] == len(records) and run["courses_missing"] == 1
+    assert run["chunks_total"] >= 1 and run["chunks_failed"] == 0
+    # the repair: the LMS-only course, and the courses the walk skipped (the list moved under it)
+    repaired = service.sql("select coalesce(sum(seen), 0) from catalog_sweepchunk")[0][0]
+    assert repaired >= 2, repaired
+    # the run counted every request the catalog received: the token, the probe, the pages, the repair
+    assert run["catalog_requests"] == stats["requests"], (run, stats["requests"])
+    assert stats["requests"] <= run["walk_pages"] + run["chunks_total"] + 2, (run, stats)
+    assert seconds < 40, f"the sweep took {seconds:.1f}s"
+
+
+# -- in this process, under faults --------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog(settings, db):
+    """The stand-in with 300 runs, our table holding 240 of them (after the first 30 in list
+    order), a CCX course and a course the catalog does not have."""
+    runs = generate_runs(300, seed=29)
+    with StandinServer(runs) as server:
+        settings.CATALOG_API_URL = server.api_url
+        settings.CATALOG_OAUTH_URL = server.oauth_url
+        settings.CATALOG_CLIENT_ID = server.client_id
+        settings.CATALOG_CLIENT_SECRET = server.client_secret
+        ordered = sorted(runs, key=lambda run: sort_key(run["key"]))
+        records = lms_course_records(ordered[30:270], ccx_every=10_000, lms_only=1)
+        CourseOverview.objects.bulk_create(
+            CourseOverview(id=CourseKey.from_string(r["id"]), display_name=r["display_name"]) for r in records
+        )
+        configure()
+        server.reset_stats()
+        yield server
+
+
+def configure(**fields: Any) -> None:
+    """A new admin configuration row: short timeouts and few attempts, so faults cost seconds."""
+    values = {"enabled": True, "page_attempts": 3, "connect_timeout": 0.5, "read_timeout": 2.0}
+    CatalogIntegration.objects.create(**{**values, **fields})
+
+
+def walk_sweep(page_size: int = 10, *, after_probe=None, on_page=None) -> SweepRun:
+    """The in-process sweep, told to walk: the coordinator's choice (the count probe), then
+    ``after_probe()``, then the walk and the repair (``sync_catalog --strategy walk``'s path)."""
+    from catalog import sweep as sweeps
+
+    with build_client() as client:
+        run = sweeps.start_sweep("command", page_size=page_size, in_process=True)
+        run = sweeps.decide_strategy(run, client, forced="walk")
+        if after_probe:
+            after_probe()
+        return sweeps.run_in_process(
+            run,
+            client,
+            policy=in_process_policy(3),
+            on_chunk=(lambda chunk, counters: on_page(chunk)) if on_page else None,
+        )
+
+
+def rows_now() -> dict[str, dict[str, Any]]:
+    fields = ("catalog_status", *CATALOG_FIELDS)
+    return {str(ov["id"]): ov for ov in CourseOverview.objects.values("id", *fields)}
+
+
+def assert_right_and_counted(server: StandinServer, run: SweepRun) -> dict[str, Any]:
+    assert run.status == SweepStatus.COMPLETE, (run.status, run.error, run.walk_error)
+    assert run.strategy == "walk"
+    assert wrong_rows(rows_now(), final_state(server)) == []
+    assert run.courses_seen == CourseOverview.objects.count()  # each row once
+    wait_until(lambda: server.stats()["requests"] >= run.catalog_requests, timeout=5, what="stats")
+    stats = server.stats()
+    assert run.catalog_requests == stats["requests"], (run.catalog_requests, stats["requests"])
+    return stats
+
+
+def test_the_walk_under_5xx_bursts_shrinks_its_page_and_completes(catalog):
+    pages = []
+
+    def burst_after_three_pages(chunk):
+        if chunk is not None:  # a repair chunk, not a walk page
+            return
+        pages.append(1)
+        if len(pages) == 3:
+            catalog.set_faults(error_rate=1.0, error_status=503, burst=2)
+
+    run = walk_sweep(10, on_page=burst_after_three_pages)
+
+    stats = assert_right_and_counted(catalog, run)
+    assert stats["status_5xx"] == 2 and run.retries == 2
+    sizes = [size for size, _ in run.walk_sizes]
+    grown = max(sizes[:3])
+    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), run.walk_sizes
+    assert grown > 10  # it had grown before the burst
+
+
+def test_the_walk_under_a_throttle_of_5_a_second_never_asks_before_retry_after(catalog):
+    configure(walk_page_size_ceiling=20)  # 300 runs: more than 5 pages, so the throttle bites
+    catalog.set_faults(throttle_per_window=5, throttle_window_s=1.0)
+
+    run = walk_sweep(10)
+
+    stats = assert_right_and_counted(catalog, run)
+    assert stats["status_429"] >= 1 and run.throttled == stats["status_429"]
+    answers = [(when, status) for when, route, status in stats["answers"] if route in ("list", "detail")]
+    for throttled_at in (when for when, status in answers if status == 429):
+        # Retry-After was 1 s (a one-second window): nobody asked again before it
+        early = [
+            round(when - throttled_at, 3) for when, _ in answers if throttled_at < when < throttled_at + 0.99
+        ]
+        assert not early, f"request(s) {early} s after a 429 with Retry-After: 1"
+    served = [when for when, status in answers if status == 200]
+    for i in range(len(served) - 5):  # and never more than 5 answered in any one second
+        assert served[i + 5] - served[i] >= 1.0 - 0.01, served[i : i + 6]
+
+
+def test_a_catalog_that_caps_its_pages_is_still_walked_to_every_course(catalog):
+    catalog.set_faults(max_page_size=15)
+
+    run = walk_sweep(10)
+
+    stats = assert_right_and_counted(catalog, run)
+    assert max(stats["list_items"]) <= 15
+    # every LMS course the catalog has was checked by the walk itself: the repair asked for none
+    # (but the master of a CCX course, which the walk may leave to it)
+    ours = {str(key) for key in CourseOverview.objects.values_list("id", flat=True)}
+    listed = ours & set(final_state(catalog))
+    masters = {catalog_key_for(key) for key in ours if key.startswith("ccx-v1:")}
+    assert len(listed) == 240 and not (listed & set(stats["keys_requested"])) - masters
+    # the cap cost a page or two, not a walk of pages of one: 300 runs at 15 a page and the probe
+    assert run.walk_pages <= math.ceil(300 / 15) + 4, run.walk_sizes
+
+
+def test_a_next_link_off_the_catalogs_origin_sends_nothing_there_and_the_walk_completes(catalog):
+    with StandinServer(generate_runs(30, seed=11)) as elsewhere:
+        catalog.set_faults(next_origin=elsewhere.base_url.rstrip("/"))
+
+        run = walk_sweep(10)
+
+        assert elsewhere.stats()["requests"] == 0  # not a token request, not a page: nothing
+    stats = assert_right_and_counted(catalog, run)
+    assert stats["injected"]["off_origin"] >= run.walk_pages - 1 >= 3
+    assert not run.walk_error
