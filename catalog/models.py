@@ -180,6 +180,9 @@ class SweepRun(models.Model):
     walk_started_at = models.DateTimeField(null=True, blank=True)
     walk_offset = models.PositiveIntegerField(default=0)
     walk_page_size = models.PositiveIntegerField(default=0)
+    walk_page_cap = models.PositiveIntegerField(
+        null=True, blank=True, help_text="the catalog serves at most this many runs a page (learnt)"
+    )
     walk_done = models.BooleanField(default=False)
     walk_pages = models.PositiveIntegerField(default=0)
     walk_sizes = models.JSONField(default=list, blank=True, help_text="[page size, pages] in order")

@@ -145,9 +145,9 @@ def start_sweep(
 
 
 def decide_strategy(run: SweepRun, client: CatalogSource, *, forced: str | None = None) -> SweepRun:
-    """Choose the run's strategy once (a resumed run keeps its own): ``forced`` (``--strategy``),
-    else the admin's ``sweep_strategy``, where ``auto`` compares the two request estimates
-    (``catalog.walk.choose_strategy``). The probe's requests count on the run; the choice, its
+    """Choose the run's strategy once (a resumed run keeps its own): ``forced`` (``--strategy``:
+    keys, walk or auto), else the admin's ``sweep_strategy``; auto compares the two request
+    estimates (``catalog.walk.choose_strategy``). The probe's requests count on the run; the choice, its
     reason and the estimates are recorded on it and logged."""
     if run.strategy:
         return run
@@ -156,7 +156,8 @@ def decide_strategy(run: SweepRun, client: CatalogSource, *, forced: str | None 
         run.refresh_from_db()
         return run
     config = current_config()
-    wanted = forced or (config.sweep_strategy if config.sweep_strategy in (KEYS, WALK) else None)
+    wanted = forced or config.sweep_strategy
+    wanted = wanted if wanted in (KEYS, WALK) else None  # auto: by estimate
     facts = lms_facts()
     choice: Choice = choose_strategy(
         client, facts=facts, page_size=page_size_for(run), config=config, forced=wanted

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connections
+from django.db import connections, transaction
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Cast, Length, Replace
 from django.utils import timezone
@@ -66,6 +66,7 @@ from overviews.models import CatalogStatus, CourseOverview
 
 log = logging.getLogger("catalog.walk")
 
+AUTO = "auto"
 KEYS = "keys"
 WALK = "walk"
 STRATEGIES = (KEYS, WALK)
@@ -97,6 +98,7 @@ class PageSizer:
         self.budget = float(budget)
         self.sizes: list[list[int]] = [list(pair) for pair in (sizes or [])]
         self.size = self.want
+        self.cap: int | None = None  # the catalog's own maximum page size, once seen
 
     def plan(self, offset: int) -> tuple[int, int]:
         self.size = aligned_size(offset, self.want)
@@ -122,8 +124,9 @@ class PageSizer:
         self.want = max(1, self.size // 2)
 
     def capped(self, served: int) -> None:
-        """The catalog served fewer runs than asked with a next page: it caps its page size."""
-        self.ceiling = max(1, served)
+        """The catalog served fewer runs than asked with a next page: it caps its page size (kept
+        on the run, ``walk_page_cap``, so the walk's next message knows it too)."""
+        self.cap = self.ceiling = max(1, served)
         self.want = min(self.want, self.ceiling)
 
 
@@ -315,7 +318,10 @@ def walk_config(run: SweepRun) -> PageSizer:
     reaches a walk at its next resumption or task)."""
     config = current_config()
     start = run.walk_page_size or run.page_size_override or config.page_size
-    return PageSizer(start, config.walk_page_size_ceiling, config.walk_page_budget, sizes=run.walk_sizes)
+    ceiling = min(config.walk_page_size_ceiling, run.walk_page_cap or config.walk_page_size_ceiling)
+    sizer = PageSizer(start, ceiling, config.walk_page_budget, sizes=run.walk_sizes)
+    sizer.cap = run.walk_page_cap
+    return sizer
 
 
 def begin_walk(run: SweepRun) -> None:
@@ -398,20 +404,23 @@ def walk(
                 sleep(plan.delay)
 
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="catalog-walk")
+    future = None
     try:
         offset = run.walk_offset
         future = pool.submit(fetch, offset, first_retries)
         while True:
             try:
                 got = future.result()
+                future = None
             except _Pause as pause:
-                _checkpoint(run, sizer, offset, offset, pause.fetched, SyncCounters(), done=False)
+                future = None
+                _record(run, sizer, offset, offset, pause.fetched, None, done=False)
                 result.pause, result.retries = pause.delay, pause.retries
                 return result
             if got.error is not None:  # gave up: the repair covers what the walk did not check
                 error = f"walk stopped at position {offset}: {type(got.error).__name__}: {got.error}"
                 log.error("catalog sweep: sweep #%s: %s; the repair fetches the rest by key", run.pk, error)
-                _checkpoint(run, sizer, offset, offset, got, SyncCounters(), done=True, error=error)
+                _record(run, sizer, offset, offset, got, None, done=True, error=error)
                 result.done = True
                 return result
             listed = got.listed
@@ -429,8 +438,7 @@ def walk(
             over_time = time_budget is not None and time.monotonic() - started > time_budget
             if not done and not over_time:
                 future = pool.submit(fetch, next_offset)
-            counters = _apply_page(run, got, ccx)
-            _checkpoint(run, sizer, offset, next_offset, got, counters, done=done)
+            counters = _record(run, sizer, offset, next_offset, got, ccx, done=done)
             result.pages += 1
             result.counters += counters
             if on_page:
@@ -441,9 +449,32 @@ def walk(
                 return result
             if over_time:
                 return result
+    except BaseException:
+        if future is not None:  # the next page, fetched ahead: its requests were sent all the same
+            _add_cost(run, _cost_of(future))
+        raise
     finally:
         pool.submit(connections.close_all)
         pool.shutdown(wait=True)
+
+
+def _cost_of(future) -> _Fetch | None:
+    try:
+        return future.result()
+    except _Pause as pause:
+        return pause.fetched
+    except BaseException:
+        return None
+
+
+def _add_cost(run: SweepRun, got: _Fetch | None) -> None:
+    """Add requests that were sent but belong to no recorded page to the run (whoever owns it)."""
+    if got is not None and (got.requests or got.throttled or got.retries):
+        SweepRun.objects.filter(pk=run.pk).update(
+            catalog_requests=F("catalog_requests") + got.requests,
+            throttled=F("throttled") + got.throttled,
+            retries=F("retries") + got.retries,
+        )
 
 
 class _Pause(Exception):
@@ -517,6 +548,34 @@ def _keys_per_query() -> int:
     return max(1, limit - 10)
 
 
+def _record(
+    run: SweepRun,
+    sizer: PageSizer,
+    offset: int,
+    next_offset: int,
+    got: _Fetch,
+    ccx: dict[str, list[str]] | None,
+    *,
+    done: bool,
+    error: str = "",
+) -> SyncCounters:
+    """Write a fetched page (``ccx`` not None: it has runs to write) and move the checkpoint, in one
+    transaction: a walker that is not the run's (a duplicate message, a run taken over) has its
+    page's writes rolled back with its failed checkpoint, so a course is counted by the walker
+    whose checkpoint stands, or by the repair. Its requests were sent all the same: they are
+    added to the run outside that transaction before ``SweepTakenOver`` goes up."""
+    try:
+        with transaction.atomic():
+            counters = (
+                _apply_page(run, got, ccx) if got.listed is not None and ccx is not None else SyncCounters()
+            )
+            _checkpoint(run, sizer, offset, next_offset, got, counters, done=done, error=error)
+    except SweepTakenOver:
+        _add_cost(run, got)
+        raise
+    return counters
+
+
 def _checkpoint(
     run: SweepRun,
     sizer: PageSizer,
@@ -538,6 +597,7 @@ def _checkpoint(
     ).update(
         walk_offset=next_offset,
         walk_page_size=sizer.want,
+        walk_page_cap=sizer.cap,
         walk_pages=F("walk_pages") + (1 if got.listed is not None else 0),
         walk_sizes=sizer.sizes,
         walk_done=done,

@@ -5,7 +5,7 @@ bundled stand-in catalog with 3,200 courses over HTTP on localhost, and a real C
 
   1. import the LMS's courses (content only);
   2. a course publish -> the per-course task on the worker -> the catalog fields appear;
-  3. a full sweep fanned out in chunks on the worker (`sync_catalog --async`), then a second one;
+  3. a full sweep on the worker (`sync_catalog --async`; the cheaper strategy by estimate), then a second one;
   4. an ops refresh of one course (`refresh_course`);
   5. a Studio-style COURSE_CATALOG_INFO_CHANGED event over the event bus (Redis Streams) to
      `consume_events`: the course renamed in place, then fresh -- when a Redis answers or can be
@@ -168,7 +168,7 @@ def main() -> int:
         )
 
         for label in ("first full sweep (writes)", "second full sweep (nothing changed)"):
-            say(f"{label}: sync_catalog --async, fanned out in chunks on the worker")
+            say(f"{label}: sync_catalog --async, on the worker (strategy chosen per sweep)")
             control("stats/reset", {})
             started = time.monotonic()
             previous = SweepRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
@@ -179,9 +179,17 @@ def main() -> int:
                 "the sweep",
             )
             stats = control("stats")
+            how = (
+                f"walk + repair: {run.walk_pages} list pages "
+                f"({', '.join(f'{size}x{pages}' for size, pages in run.walk_sizes)}), "
+                f"{run.chunks_done} repair chunk(s)"
+                if run.strategy == "walk"
+                else f"keys-batched: {run.chunks_done} chunks"
+            )
             print(
-                f"   sweep #{run.pk} {run.status} in {time.monotonic() - started:.1f}s: "
-                f"{run.chunks_done} chunks, seen={run.courses_seen} updated={run.courses_updated} "
+                f"   sweep #{run.pk} {run.status} in {time.monotonic() - started:.1f}s, {how} "
+                f"(estimates: walk {run.estimate_walk}, keys {run.estimate_keys} requests): "
+                f"seen={run.courses_seen} updated={run.courses_updated} "
                 f"unchanged={run.courses_unchanged} missing={run.courses_missing} "
                 f"refused={run.courses_refused}; catalog requests={stats['requests']}"
             )

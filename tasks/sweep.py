@@ -33,7 +33,7 @@ from catalog.sweep import (
     sync_chunk,
 )
 from catalog.sync import SyncCounters, failure_text
-from catalog.walk import KEYS, WALK, walk
+from catalog.walk import AUTO, KEYS, WALK, walk
 from catalog_client.errors import CatalogError
 from tasks.app import app
 from tasks.base import CatalogTask
@@ -71,7 +71,7 @@ def sweep(self, trigger: str = "beat", page_size: int | None = None, strategy: s
                 log.info("catalog sweep: sweep #%s waits: %s", run.pk, exc)
                 abandon(run)
                 return "disabled"
-            run = decide_strategy(run, client, forced=strategy if strategy in (KEYS, WALK) else None)
+            run = decide_strategy(run, client, forced=strategy if strategy in (AUTO, KEYS, WALK) else None)
         if run.strategy == WALK and not run.walk_done:
             sweep_walk.apply_async((run.pk, run.owner))
             log.info("catalog sweep: sweep #%s walks the catalog's list (task sent)", run.pk)

@@ -91,7 +91,7 @@ class Command(BaseCommand):
         if run is None:
             bar.close()
             raise CommandError("a sweep is already running; not starting another", returncode=EXIT_INCOMPLETE)
-        forced = options["strategy"] if options["strategy"] in ("keys", "walk") else None
+        forced = options["strategy"]  # auto compares the estimates, whatever the admin says
         try:
             run = decide_strategy(run, client, forced=forced)
             run = run_in_process(
