@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,7 +24,7 @@ from catalog.sync import catalog_key_for
 from overviews.models import CATALOG_FIELDS, CatalogStatus, CourseOverview
 from standin import StandinServer, generate_runs, lms_course_records
 from standin.semantics import sort_key
-from tests.integration.harness import wait_until
+from tests.integration.harness import Service, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,77 @@ def test_walk_and_repair_on_workers_leaves_every_overview_right_under_drift(serv
     assert run["catalog_requests"] == stats["requests"], (run, stats["requests"])
     assert stats["requests"] <= run["walk_pages"] + run["chunks_total"] + 2, (run, stats)
     assert seconds < 40, f"the sweep took {seconds:.1f}s"
+
+
+LEASE_TTL = 3  # seconds: a dead sweep's lease expires quickly, so a resume is quick to test
+
+
+def _heartbeat_age(service) -> float:
+    [(beat,)] = service.sql("select heartbeat_at from catalog_sweeprun")
+    if beat is None:
+        return 0.0
+    if isinstance(beat, str):  # SQLite: UTC text
+        beat = datetime.fromisoformat(beat)
+    if beat.tzinfo is None:
+        beat = beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds()
+
+
+def _busy(log: str) -> bool:
+    """The worker holds a task it has not finished (Celery's received/succeeded lines)."""
+    ended = sum(log.count(f"] {word}") for word in ("succeeded in", "retry: ", "raised unexpected"))
+    return log.count("] received") > ended
+
+
+def test_a_worker_sigkilled_mid_walk_the_sweep_resumes_from_the_walks_checkpoint(tmp_path, standin, stack):
+    """The walk's worker is SIGKILLed while a page is in flight. RabbitMQ redelivers the walk's
+    message at once; on Redis (an hour's visibility timeout) and the embedded broker (the message
+    is lost) the next trigger takes the run over once its lease has expired. Either way the walk
+    goes on from its checkpoint, not from the start, and the run counts every course once."""
+    service = Service(tmp_path, standin, stack=stack, lease_ttl=LEASE_TTL)
+    try:
+        records = lms_records(standin.state.runs())
+        service.import_courses(records)
+        standin.set_faults(latency_ms=700)  # a walk page is mostly its request in flight
+        worker = service.start_worker(concurrency=1)
+        service.manage("sync_catalog", "--async", "--strategy", "walk", "--page-size", "20")
+        wait_until(
+            lambda: (r := _run_row(service)) and r["walk_pages"] >= 2 and _busy(service.worker_log()),
+            60,
+            interval=0.05,
+            what="two walk pages done and the next one in flight",
+        )
+        service.kill_worker(worker)
+        [(offset, pages)] = service.sql("select walk_offset, walk_pages from catalog_sweeprun")
+        assert 0 < offset < RUNS and not _run_row(service)["walk_done"]
+        time.sleep(1.0)  # the dead worker's page is answered (to nobody) before the count is taken
+        standin.set_faults(latency_ms=0)
+        served_before = len(standin.stats()["list_items"])
+
+        service.start_worker(concurrency=1, name="w2")
+        if stack != "rabbitmq-pg":
+            wait_until(lambda: _heartbeat_age(service) > LEASE_TTL + 0.5, 30, what="the dead run's lease")
+            service.manage("sync_catalog", "--async")  # the next trigger takes it over
+        run = wait_until(
+            lambda: (r := _run_row(service)) and r["status"] != "running" and r,
+            60,
+            what="the sweep to finish",
+        )
+
+        assert run["status"] == SweepStatus.COMPLETE and run["walk_done"], run
+        [(resumed, walk_sizes)] = service.sql("select resumed, walk_sizes from catalog_sweeprun")
+        assert resumed == (0 if stack == "rabbitmq-pg" else 1)
+        assert wrong_rows(service.dump(), final_state(standin)) == []
+        assert run["courses_seen"] == len(records), run  # each course once, across the kill
+        # not started over: after the kill the walk served the runs from its checkpoint on
+        stats = standin.stats()
+        served_after = sum(stats["list_items"][served_before:])
+        assert served_after <= RUNS - offset + 2 * LMS_RUNS // 10, (offset, served_after, walk_sizes)
+        assert run["walk_pages"] > pages
+        # the dead worker's page in flight was sent and never recorded; everything else was
+        assert 0 <= stats["requests"] - run["catalog_requests"] <= 1, (stats["requests"], run)
+    finally:
+        service.stop()
 
 
 # -- in this process, under faults --------------------------------------------------------------
