@@ -375,6 +375,23 @@ def test_the_walks_time_budget_sends_it_again_and_the_continuation_finishes(wire
     assert len(pages) == len(set(pages)) == run.walk_pages
 
 
+def test_a_page_cap_learnt_by_one_walk_message_holds_in_the_next_ones(wire, queue):
+    """A catalog that caps its pages at 15: the walk learns the cap once; later messages (one page
+    each here) never ask for more than the cap again."""
+    rows = _courses(wire, 200)
+    wire.max_page_size = 15
+    run = _start(queue)
+    with mock.patch("tasks.sweep.WALK_TASK_SECONDS", 0.0):
+        queue.deliver()
+
+    run = _done(run)
+    assert _wrong(wire) == [] and run.courses_seen == len(rows)
+    sizes = [size for _, size in _walk_pages_asked(wire)[1:]]
+    assert len(queue.returned("walk")) == len(sizes) == run.walk_pages
+    assert sum(size > 15 for size in sizes) == 1, sizes  # the page that showed the cap, only
+    assert run.catalog_requests == len(wire.calls)
+
+
 def test_a_long_retry_after_sends_the_walk_again_with_that_countdown_instead_of_sleeping(wire, queue):
     from tasks.sweep import WALK_LONGEST_SLEEP
 
@@ -615,6 +632,33 @@ def test_seen_equals_the_lms_courses_exactly_when_the_walk_sees_runs_twice(wire,
     # the repeats were read and not counted again; nothing was skipped, so nothing to repair
     assert run.chunks_total == 0 and sum(wire.requested_keys.values()) == 0
     assert run.catalog_requests == len(wire.calls)
+
+
+def test_a_list_that_shrinks_below_the_walks_position_ends_the_walk_and_the_repair_does_the_rest(wire, queue):
+    """Runs deleted behind the walk until its next page is past the end (the catalog's 404
+    ``Invalid page.``): the walk ends there, without an error, and every LMS course it never
+    reached is fetched by key."""
+    rows = _courses(wire, 20)
+    early = _early(wire, 80)  # list order: 80 runs the LMS lacks, then the 20 LMS courses
+    pages = itertools.count(1)
+
+    def shrink_before_the_fourth_page(request):
+        if "keys" not in _params(request) and next(pages) == 4:  # the probe was answered already
+            for key in early[:75]:
+                del wire.runs[key]
+        return None
+
+    run = _start(queue)
+    wire.intercept = shrink_before_the_fourth_page
+    queue.deliver()
+
+    run = _done(run)
+    assert run.walk_done and not run.walk_error
+    statuses = [call.response.status_code for call in wire.calls if "keys=" not in call.request.url]
+    assert statuses[-1] == 404  # the walk's last page: past the end
+    assert _wrong(wire) == []
+    assert wire.requested_keys == {str(row.id): 1 for row in rows}  # never walked: all repaired
+    assert run.courses_seen == len(rows) and run.catalog_requests == len(wire.calls)
 
 
 def test_ccx_courses_get_their_masters_data_and_are_counted_once(wire, queue):
