@@ -6,11 +6,11 @@ the list moved while it was walked) and the run's record compared to the stand-i
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from datetime import UTC, datetime
 from typing import Any
+from unittest import mock
 
 import pytest
 import requests
@@ -270,24 +270,52 @@ def assert_right_and_counted(server: StandinServer, run: SweepRun) -> dict[str, 
     return stats
 
 
+def walk_pages_asked():
+    """Patch ``CatalogClient.list_page``: every walk page asked for, as ``[page_size, outcome]``
+    (``ok`` or the error's class name), in order."""
+    from catalog_client.client import CatalogClient
+
+    asked: list[list[Any]] = []
+    real = CatalogClient.list_page
+
+    def list_page(self, page, page_size):
+        entry = [page_size, "pending"]
+        asked.append(entry)
+        try:
+            listed = real(self, page, page_size)
+        except Exception as exc:
+            entry[1] = type(exc).__name__
+            raise
+        entry[1] = "ok"
+        return listed
+
+    return asked, mock.patch.object(CatalogClient, "list_page", list_page)
+
+
+def assert_each_failed_page_was_asked_again_at_half(asked: list[list[Any]], error: str) -> None:
+    failed = [i for i, (_, outcome) in enumerate(asked) if outcome == error]
+    assert failed, asked
+    for i in failed:
+        assert asked[i + 1][0] == max(1, asked[i][0] // 2), asked
+
+
 def test_the_walk_under_5xx_bursts_shrinks_its_page_and_completes(catalog):
     pages = []
 
     def burst_after_three_pages(chunk):
-        if chunk is not None:  # a repair chunk, not a walk page
-            return
-        pages.append(1)
-        if len(pages) == 3:
-            catalog.set_faults(error_rate=1.0, error_status=503, burst=2)
+        if chunk is None:  # a walk page, not a repair chunk
+            pages.append(1)
+            if len(pages) == 3:
+                catalog.set_faults(error_rate=1.0, error_status=503, burst=2)
 
-    run = walk_sweep(10, on_page=burst_after_three_pages)
+    asked, patched = walk_pages_asked()
+    with patched:
+        run = walk_sweep(10, on_page=burst_after_three_pages)
 
     stats = assert_right_and_counted(catalog, run)
     assert stats["status_5xx"] == 2 and run.retries == 2
-    sizes = [size for size, _ in run.walk_sizes]
-    grown = max(sizes[:3])
-    assert any(later < earlier for earlier, later in itertools.pairwise(sizes)), run.walk_sizes
-    assert grown > 10  # it had grown before the burst
+    assert_each_failed_page_was_asked_again_at_half(asked, "CatalogServerError")
+    assert max(size for size, outcome in asked if outcome != "ok") > 10  # it had grown before
 
 
 def test_the_walk_under_a_throttle_of_5_a_second_never_asks_before_retry_after(catalog):
@@ -337,3 +365,36 @@ def test_a_next_link_off_the_catalogs_origin_sends_nothing_there_and_the_walk_co
     stats = assert_right_and_counted(catalog, run)
     assert stats["injected"]["off_origin"] >= run.walk_pages - 1 >= 3
     assert not run.walk_error
+
+
+def test_a_read_timeout_halves_the_walks_page_and_the_walk_completes(catalog):
+    configure(read_timeout=0.5)  # the deadline is connect + read = 1 s
+    pages = []
+
+    def slow_after_three_pages(chunk):
+        if chunk is None:
+            pages.append(1)
+            if len(pages) == 3:
+                catalog.set_faults(latency_ms=1500, burst=1)
+
+    asked, patched = walk_pages_asked()
+    with patched:
+        run = walk_sweep(10, on_page=slow_after_three_pages)
+
+    assert_right_and_counted(catalog, run)
+    assert run.retries == 1
+    assert_each_failed_page_was_asked_again_at_half(asked, "CatalogTimeout")
+
+
+def test_the_walks_page_grows_only_while_pages_answer_within_the_budget(catalog):
+    """A catalog costing 10 ms a run and a 1 s budget: the walk doubles from 10 while a page takes
+    under half the budget, and never asks for a page that would take more than the budget."""
+    configure(walk_page_budget=1.0)
+    catalog.set_faults(latency_per_item_ms=10)
+
+    run = walk_sweep(10)
+
+    assert_right_and_counted(catalog, run)
+    sizes = [size for size, _ in run.walk_sizes]
+    assert sizes[0] == 10 and max(sizes) > 10  # it grew
+    assert max(sizes) * 0.010 <= 1.0, run.walk_sizes  # within the budget at 10 ms a run
