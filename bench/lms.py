@@ -64,32 +64,39 @@ def _pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def recreate_pg_database() -> None:
-    _pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
-    _pg_admin(f"CREATE DATABASE {PG_BENCH_DB}")
+def recreate_pg_database(name: str = PG_BENCH_DB) -> None:
+    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    _pg_admin(f"CREATE DATABASE {name}")
 
 
-def drop_pg_database() -> None:
+def drop_pg_database(name: str = PG_BENCH_DB) -> None:
     from django.db import connections
 
     connections.close_all()
-    _pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+    _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def bench_env(
-    tmp: Path, db: str, *, broker_db: int, cache_db: int, standin: StandinProcess | None
+    tmp: Path,
+    db: str,
+    *,
+    broker_db: int,
+    cache_db: int,
+    standin: StandinProcess | None,
+    pg_name: str = PG_BENCH_DB,
 ) -> dict[str, str]:
-    """``bench.common.service_env`` on the chosen database (a new, empty one)."""
+    """``bench.common.service_env`` on the chosen database (a new, empty one; ``pg_name``: a
+    PostgreSQL database of its own, for a benchmark that must not share ``catalog_bench``)."""
     env = service_env(tmp, broker_db=broker_db, cache_db=cache_db, standin=standin)
     if db == "postgres":
-        recreate_pg_database()
-        env["DATABASE_URL"] = PG_BENCH_URL
+        recreate_pg_database(pg_name)
+        env["DATABASE_URL"] = f"postgres://postgres@{PG_HOST}:{PG_PORT}/{pg_name}"
     return env
 
 
-def database_label(db: str) -> str:
+def database_label(db: str, pg_name: str = PG_BENCH_DB) -> str:
     if db == "postgres":
-        return f"PostgreSQL {_pg_version()} (database {PG_BENCH_DB}, 127.0.0.1)"
+        return f"PostgreSQL {_pg_version()} (database {pg_name}, 127.0.0.1)"
     import sqlite3
 
     return f"SQLite {sqlite3.sqlite_version} file (temp dir)"

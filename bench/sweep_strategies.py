@@ -27,6 +27,10 @@ f. **Under 200 requests an hour** (course-discovery's default user throttle): ea
    requests at 100,000 (measured, or the sweep's own estimate) times 18 s.
 
 ``--quick``: 1,000 / 320 of 9,600 / 320 / 3,000 courses, SQLite only for (d).
+
+Its own PostgreSQL database (``catalog_bench_strategies``) and Redis database (13: the cache, so the
+cached ``CatalogIntegration``, the fleet pause and rate windows): a benchmark running at the same
+time on ``catalog_bench`` and Redis db 10 can neither drop its database nor lend it a configuration.
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (  # noqa: E402
     PYTHON,
-    REDIS_DB_INPROC,
     BenchContext,
     BenchResult,
     StandinProcess,
@@ -86,6 +89,11 @@ GOAL_SPEEDUP = 10.0
 GOAL_SQL_PER_PAGE = 3.0
 GOAL_FLOOR_RATIO = 1.5
 SCALE_TIMEOUT = 1500
+# Its own PostgreSQL database and Redis database (cache: the cached CatalogIntegration, the fleet
+# pause and rate windows): another benchmark running at the same time (catalog_bench, Redis db 10)
+# must neither drop its database nor lend it its configuration.
+PG_NAME = "catalog_bench_strategies"
+REDIS_DB = 13
 
 
 def _pick(pair: tuple[Any, Any], quick: bool) -> Any:
@@ -100,17 +108,17 @@ def run(ctx: BenchContext) -> BenchResult:
     dbs = ["sqlite"] if q else (["sqlite", "postgres"] if postgres_answers() else ["sqlite"])
     scale = _scale_all(ctx, dbs)  # first: each recreates its own database
     db = chosen_db()
-    flush_redis(REDIS_DB_INPROC)
-    env = bench_env(ctx.tmp, db, broker_db=REDIS_DB_INPROC, cache_db=REDIS_DB_INPROC, standin=None)
+    flush_redis(REDIS_DB)
+    env = bench_env(ctx.tmp, db, broker_db=REDIS_DB, cache_db=REDIS_DB, standin=None, pg_name=PG_NAME)
     try:
         setup_django(env)
         throttled = _throttled(ctx, env, _pick(THROTTLED_COURSES, q))
         wide = _wide(ctx, env, _pick(WIDE_CATALOG, q))
         same = _same_size(ctx, env, _pick(SAME_SIZE, q))
     finally:
-        flush_redis(REDIS_DB_INPROC)
+        flush_redis(REDIS_DB)
         if db == "postgres":
-            drop_pg_database()
+            drop_pg_database(PG_NAME)
     return _result(ctx, db, throttled, wide, same, scale)
 
 
@@ -387,12 +395,16 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
     ctx = BenchContext(name="sweep_strategies-scale", quick=args.quick, tmp=tmp)
     standin = StandinProcess(tmp, courses=0, name="attached")  # the parent's stand-in: control routes only
     standin.base_url = args.standin_url
-    flush_redis(REDIS_DB_INPROC)
-    env = bench_env(tmp, args.db, broker_db=REDIS_DB_INPROC, cache_db=REDIS_DB_INPROC, standin=None)
+    flush_redis(REDIS_DB)
+    env = bench_env(tmp, args.db, broker_db=REDIS_DB, cache_db=REDIS_DB, standin=None, pg_name=PG_NAME)
     try:
         setup_django(env)
         imported = import_records(Path(args.records), method="bulk_create")
-        out: dict[str, Any] = {"db": args.db, "database": database_label(args.db), "import": imported}
+        out: dict[str, Any] = {
+            "db": args.db,
+            "database": database_label(args.db, PG_NAME),
+            "import": imported,
+        }
         out["ours_first"] = _measure(ctx, env, standin, *_sweep_args("auto"), label="d-first", check=False)
         out["ours_second"] = _measure(ctx, env, standin, *_sweep_args("auto"), label="d-second", check=False)
         if args.keys_too:
@@ -419,9 +431,9 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
             out[f"baseline_{kind}"] = base
         return out
     finally:
-        flush_redis(REDIS_DB_INPROC)
+        flush_redis(REDIS_DB)
         if args.db == "postgres":
-            drop_pg_database()
+            drop_pg_database(PG_NAME)
 
 
 def _repair_keys(catalog_keys: set[str]) -> tuple[list[str], int]:
@@ -699,6 +711,7 @@ def _result(
                     "requests": s[k].get("catalog", {}).get("requests"),
                     "sql_total": s[k].get("sql_full", s[k].get("sql_total")),
                     "sql_per_page": s[k].get("sql_per_page"),
+                    "sql_by_kind": s[k].get("sql_by_kind"),
                     "sweep_run": s[k].get("sweep_run"),
                     "metrics": s[k].get("metrics"),
                 }
@@ -711,7 +724,7 @@ def _result(
     summary["f_projection"] = project_rows
 
     notes += [
-        f"database of a-c: {database_label(db)}; d on each of: "
+        f"database of a-c: {database_label(db, PG_NAME)}; d on each of: "
         + ", ".join(scale[k].get("database", k) for k in ("sqlite", "postgres") if k in scale),
         f"drift (a, c): {DRIFT} -- deletes come first at the front of the list, so a walk skips "
         f"{DRIFT['delete_between_pages'] - DRIFT['insert_between_pages']} runs per page net (equal numbers "
