@@ -178,6 +178,7 @@ class SweepRun(models.Model):
     estimate_walk = models.PositiveIntegerField(null=True, blank=True, help_text="requests, walk + repair")
     # The walk's checkpoint: the list position the next page starts at, the page size it asks for.
     walk_started_at = models.DateTimeField(null=True, blank=True)
+    walk_finished_at = models.DateTimeField(null=True, blank=True)
     walk_offset = models.PositiveIntegerField(default=0)
     walk_page_size = models.PositiveIntegerField(default=0)
     walk_page_cap = models.PositiveIntegerField(

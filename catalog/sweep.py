@@ -282,13 +282,14 @@ def plan_chunks(
     complete_if_done(run.pk)  # the last chunks may have finished before planning_done was set
 
 
-def repair_since(run: SweepRun) -> datetime | None:
-    """A walk's repair covers only the rows not checked since the walk began; None: every row."""
-    return run.walk_started_at if run.strategy == WALK else None
+def repair_since(run: SweepRun) -> tuple[datetime, datetime | None] | None:
+    """A walk's repair covers only the rows its walk did not check: not checked between the walk's
+    start and end (``walk_started_at``, ``walk_finished_at``); None: every row (keys-batched)."""
+    return (run.walk_started_at, run.walk_finished_at) if run.strategy == WALK else None
 
 
 def _plan_step(
-    cursor: str, size: int, *, first_seq: int, since: datetime | None = None
+    cursor: str, size: int, *, first_seq: int, since: tuple[datetime, datetime | None] | None = None
 ) -> tuple[list[SweepChunk], str, bool]:
     """The next ``PLAN_BATCH`` chunks after ``cursor`` (unsaved, without a run), the new cursor,
     and whether planning is done. The one planner of the sweep, of its repair (``since``: only
@@ -320,7 +321,9 @@ def _one_request_groups(keys: list[str], size: int) -> Iterator[list[str]]:
             yield group
 
 
-def chunk_overviews(first_key: str, last_key: str, since: datetime | None = None) -> list[SyncRow]:
+def chunk_overviews(
+    first_key: str, last_key: str, since: tuple[datetime, datetime | None] | None = None
+) -> list[SyncRow]:
     """The chunk's rows now: courses added to the range since planning are included. A repair
     chunk (``since``) takes only the rows still not checked since the walk began."""
     rows = CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).order_by("id")
@@ -328,7 +331,10 @@ def chunk_overviews(first_key: str, last_key: str, since: datetime | None = None
 
 
 def sync_chunk(
-    first_key: str, last_key: str, client: CatalogSource, since: datetime | None = None
+    first_key: str,
+    last_key: str,
+    client: CatalogSource,
+    since: tuple[datetime, datetime | None] | None = None,
 ) -> SyncCounters:
     """Sync one chunk's courses: one bulk fetch, one guarded bulk write. Raises ``CatalogError``."""
     return sync_overviews(chunk_overviews(first_key, last_key, since), client).counters
@@ -402,7 +408,7 @@ def finish_chunk(run_id: int, chunk_id: int, outcome: ChunkOutcome, *, may_compl
                 first_key, last_key, counts["errored"] = SweepChunk.objects.values_list(
                     "first_key", "last_key", "size"
                 ).get(pk=chunk_id)
-                run = SweepRun.objects.only("strategy", "walk_started_at").get(pk=run_id)
+                run = SweepRun.objects.only("strategy", "walk_started_at", "walk_finished_at").get(pk=run_id)
                 keys = unchecked_since(
                     CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key), repair_since(run)
                 ).values_list(Cast("id", output_field=CharField()), flat=True)
@@ -506,7 +512,7 @@ class _Book:
     """Where the in-process sweep keeps its record: the run's rows (``_RunBook``), or nothing but
     memory in a dry run (``_DryBook``). The driver (``_drive``) is the same for both."""
 
-    since: datetime | None = None  # a walk's repair: only rows not checked since then
+    since: tuple[datetime, datetime | None] | None = None  # a walk's repair: only rows not checked since then
 
     def chunks(self) -> Iterator[SweepChunk]:
         raise NotImplementedError

@@ -277,11 +277,17 @@ def estimate_walk_requests(count: int, facts: LmsFacts, page_size: int, ceiling:
 # The walk
 
 
-def unchecked_since(queryset, since: datetime | None):
-    """The rows of ``queryset`` not checked since ``since`` (all of them when None)."""
+def unchecked_since(queryset, since: datetime | tuple[datetime, datetime | None] | None):
+    """The rows of ``queryset`` not checked since ``since`` (all of them when None); with a
+    ``(start, end)`` window (a walk's, for its repair), the rows not checked within it: a row a
+    per-course fetch checked after the walk ended is read again (and counted) like any other."""
     if since is None:
         return queryset
-    return queryset.filter(Q(catalog_checked_at__isnull=True) | Q(catalog_checked_at__lt=since))
+    start, end = since if isinstance(since, tuple) else (since, None)
+    outside = Q(catalog_checked_at__isnull=True) | Q(catalog_checked_at__lt=start)
+    if end is not None:
+        outside |= Q(catalog_checked_at__gt=end)
+    return queryset.filter(outside)
 
 
 @dataclass
@@ -570,10 +576,33 @@ def _record(
                 _apply_page(run, got, ccx) if got.listed is not None and ccx is not None else SyncCounters()
             )
             _checkpoint(run, sizer, offset, next_offset, got, counters, done=done, error=error)
+            if done:
+                _count_checked_by_others(run)
     except SweepTakenOver:
         _add_cost(run, got)
         raise
     return counters
+
+
+def _count_checked_by_others(run: SweepRun) -> None:
+    """At the end of the walk (in its last checkpoint's transaction): the rows checked within the
+    walk's window that it did not count -- a per-course fetch checked them first, so the walk left
+    them alone -- are counted as seen and superseded, as a chunk counts a row a fresher fetch wrote.
+    One aggregate per walk."""
+    run.refresh_from_db(fields=["walk_started_at", "walk_finished_at", "courses_seen"])
+    checked = CourseOverview.objects.filter(
+        catalog_checked_at__gte=run.walk_started_at, catalog_checked_at__lte=run.walk_finished_at
+    ).count()
+    others = checked - run.courses_seen  # the run has counted its walk's pages only, so far
+    if others > 0:
+        SweepRun.objects.filter(pk=run.pk).update(
+            courses_seen=F("courses_seen") + others, courses_superseded=F("courses_superseded") + others
+        )
+        log.info(
+            "catalog sweep: sweep #%s: %d course(s) checked by a per-course fetch during the walk",
+            run.pk,
+            others,
+        )
 
 
 def _checkpoint(
@@ -601,6 +630,7 @@ def _checkpoint(
         walk_pages=F("walk_pages") + (1 if got.listed is not None else 0),
         walk_sizes=sizer.sizes,
         walk_done=done,
+        walk_finished_at=timezone.now() if done else None,
         walk_error=error[:2000] if error else F("walk_error"),
         heartbeat_at=timezone.now(),
         **{name: F(name) + n for name, n in adds.items() if n},

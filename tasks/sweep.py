@@ -159,6 +159,9 @@ def sweep_walk(self: CatalogTask, run_id: int, owner: str, retries: int = 0) -> 
         log.warning("catalog sweep: walk of sweep #%s: %s; going on in a new message", run_id, exc)
         sweep_walk.apply_async((run_id, owner), countdown=WALK_LONGEST_SLEEP)
         return "interrupted; going on"
+    except BaseException:  # the broker down while dispatching the repair, a bug: the next trigger
+        abandon(run)  # resumes the run at once, from its checkpoint (as a coordinator's failure)
+        raise
     log.info("catalog sweep: sweep #%s walked its list; dispatched %d repair chunk(s)", run_id, dispatched)
     return f"sweep #{run_id}: walked; {dispatched} repair chunk(s)"
 
@@ -191,13 +194,13 @@ def sweep_chunk(self: CatalogTask, run_id: int, chunk_id: int, first_key: str, l
     failure on its courses' rows."""
     pending = (
         SweepChunk.objects.filter(pk=chunk_id, status=ChunkStatus.PENDING)
-        .values_list("run__strategy", "run__walk_started_at")
+        .values_list("run__strategy", "run__walk_started_at", "run__walk_finished_at")
         .first()
     )
     if pending is None:
         log.info("catalog sweep: chunk %s of sweep #%s already finished; not run again", chunk_id, run_id)
         return "already-finished"
-    since = pending[1] if pending[0] == WALK else None  # a walk's repair: rows it did not check
+    since = (pending[1], pending[2]) if pending[0] == WALK else None  # a repair: rows its walk did not check
     try:
         client = shared_client(
             timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
