@@ -136,6 +136,51 @@ def test_walk_and_repair_on_workers_leaves_every_overview_right_under_drift(serv
     assert seconds < 40, f"the sweep took {seconds:.1f}s"
 
 
+def test_walk_and_repair_on_workers_under_a_throttle_of_5_a_second_never_ask_before_retry_after(
+    service, standin
+):
+    """course-discovery's per-user throttle at 5 requests a second: the walk's pages and the
+    repair's chunks, on two worker processes, wait out every Retry-After (the fleet's pause), and
+    every overview ends right."""
+    records = lms_records(standin.state.runs())
+    service.import_courses(records)
+    service.manage(  # an operator's edit in the admin: walk pages of 40 at most (15 pages, not 6)
+        "shell",
+        "-c",
+        "from catalog.models import CatalogIntegration as C\n"
+        "C.objects.create(enabled=True, walk_page_size_ceiling=40)\n",
+    )
+    service.start_worker(concurrency=2)
+    # and the list moves: one run a page skipped (deletes eat the inserted runs first, then FRONT)
+    standin.set_faults(
+        throttle_per_window=5, throttle_window_s=1.0, delete_between_pages=3, insert_between_pages=2
+    )
+    standin.reset_stats()
+
+    service.manage("sync_catalog", "--async", "--strategy", "walk", "--page-size", "10")
+    run = wait_until(
+        lambda: (r := _run_row(service)) and r["status"] != "running" and r, 60, what="the sweep to finish"
+    )
+
+    assert run["status"] == SweepStatus.COMPLETE and run["walk_done"], run
+    assert wrong_rows(service.dump(), final_state(standin)) == []
+    assert run["courses_seen"] == len(records)
+    stats = standin.stats()
+    assert stats["status_429"] >= 2 and run["catalog_requests"] == stats["requests"], (run, stats["requests"])
+    assert run["walk_pages"] >= 15
+    assert not set(stats["deleted_keys"]) & {r["id"] for r in records}
+    answers = [(when, status) for when, route, status in stats["answers"] if route != "token"]
+    for throttled_at in (when for when, status in answers if status == 429):
+        # Retry-After: 1 (a one-second window). A request another process sent before this 429
+        # reached the fleet's pause may still arrive just after it; none later, until Retry-After.
+        early = [
+            round(when - throttled_at, 3)
+            for when, _ in answers
+            if throttled_at + 0.15 < when < throttled_at + 0.99
+        ]
+        assert not early, f"request(s) {early} s after a 429 with Retry-After: 1"
+
+
 LEASE_TTL = 3  # seconds: a dead sweep's lease expires quickly, so a resume is quick to test
 
 
