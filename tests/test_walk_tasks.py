@@ -661,16 +661,11 @@ def test_a_list_that_shrinks_below_the_walks_position_ends_the_walk_and_the_repa
     assert run.courses_seen == len(rows) and run.catalog_requests == len(wire.calls)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="catalog.walk._apply_page reads only rows not checked since walk_started_at, and the "
-    "repair plans the same rows: a course a publish refreshed mid-walk is counted nowhere (not seen, "
-    "not superseded), so courses_seen is short of the LMS's courses; keys-batched counts it",
-)
 def test_a_course_published_mid_walk_keeps_its_fresher_data_and_is_counted_once(wire, queue, catalog_client):
     """A publish refreshes a course the walk has not reached yet, with data newer than the walk
     will read: the fresher data stays, and the run still counts every course once (as
-    keys-batched does: a fresher row is ``superseded``, not left out)."""
+    keys-batched does: a fresher row is ``superseded``, not left out). Found here: the walk and its
+    repair skipped rows checked since the walk began, so it was counted nowhere."""
     from catalog.refresh import refresh_courses
 
     rows = _courses(wire, 120)
@@ -776,14 +771,9 @@ def test_a_refused_record_in_a_walk_page_is_fetched_again_by_the_repair_and_coun
     assert _wrong(wire) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks.sweep_walk: an exception other than SweepTakenOver/CatalogError (the broker down "
-    "while it dispatches the repair, a bug) propagates without abandon(run): the run keeps a fresh "
-    "heartbeat and the next trigger answers already-running until the lease TTL (10 min) has "
-    "passed; the coordinator abandons the run on the same failure so that it is resumed at once",
-)
 def test_a_walk_whose_repair_dispatch_fails_is_resumed_at_once_by_the_next_trigger(wire, queue):
+    """As the coordinator does on the same failure: the run is abandoned (found here: it kept a
+    fresh heartbeat, and the next trigger said already-running until the lease expired)."""
     from tasks.sweep import sweep
 
     rows = _courses(wire, 30)
