@@ -334,18 +334,22 @@ _PG_CASTS = {
 _FLAGS = ("write_values", "stamp_checked")  # two more boolean columns in the VALUES list
 
 
+def sqlite_parameter_limit() -> int:
+    """The bound parameters one SQLite statement may hold: 32,766 since 3.32, 999 before (Python
+    3.11+ can ask the connection)."""
+    connection.ensure_connection()
+    try:
+        return connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:
+        return 999
+
+
 def _rows_per_query() -> int:
-    """Rows per statement: bound parameters per row times rows stays under the database's limit
-    (SQLite's is 32,766 since 3.32, 999 before; Python 3.11+ can ask it)."""
+    """Rows per statement: bound parameters per row times rows stays under the database's limit."""
     per_row = len(_FIELDS) + len(_FLAGS)
     if connection.vendor != "sqlite":
         return 2000
-    connection.ensure_connection()
-    try:
-        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    except AttributeError:
-        limit = 999
-    return max(1, min(2000, (limit - 8) // per_row))
+    return max(1, min(2000, (sqlite_parameter_limit() - 8) // per_row))
 
 
 def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at: datetime) -> set[str]:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +58,7 @@ from catalog.models import (
     current_config,
 )
 from catalog.retry import RetryPolicy, next_retry
-from catalog.sync import Fetched, SyncCounters, apply_runs, catalog_key_for, read_rows
+from catalog.sync import Fetched, SyncCounters, apply_runs, catalog_key_for, read_rows, sqlite_parameter_limit
 from catalog_client.client import ListPage
 from catalog_client.errors import CatalogError, CatalogServerError, CatalogTimeout
 from overviews.models import CatalogStatus, CourseOverview
@@ -543,15 +542,9 @@ def _apply_page(run: SweepRun, got: _Fetch, ccx: dict[str, list[str]] | None = N
 def _keys_per_query() -> int:
     """Keys one ``IN (...)`` may bind: a page is one SELECT up to SQLite's limit (32,766 bound
     parameters since 3.32, 999 before) or 10,000 elsewhere (PostgreSQL allows 65,535)."""
-    connection = connections["default"]
-    if connection.vendor != "sqlite":
+    if connections["default"].vendor != "sqlite":
         return 10_000
-    connection.ensure_connection()
-    try:
-        limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    except AttributeError:
-        limit = 999
-    return max(1, limit - 10)
+    return max(1, sqlite_parameter_limit() - 10)
 
 
 def _record(
