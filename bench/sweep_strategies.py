@@ -20,9 +20,9 @@ d. **100,000 courses** on SQLite and on PostgreSQL (each in its own process, ``s
    one stand-in): auto (a walk) first and second sweep against the baseline's (sampled 1 run in
    10 and extrapolated, as ``sweep_scale`` does), SQL statements per page.
 e. **The floor** of the second (no-change) sweep: the same requests -- the count probe, the list
-   pages of its ``walk_sizes``, the ``keys=`` repair of the LMS courses the catalog does not list
-   under their own key (CCX courses by their master's key, courses it lacks) -- fetched and
-   decoded with ``CatalogClient`` and no database at all, in the same run.
+   pages of its ``walk_sizes``, the ``keys=`` repair of the keys it asked for (the stand-in's
+   ``keys_requested``) -- fetched and decoded with ``CatalogClient`` and no database at all, in
+   the same run.
 f. **Under 200 requests an hour** (course-discovery's default user throttle): each strategy's
    requests at 100,000 (measured, or the sweep's own estimate) times 18 s.
 
@@ -157,6 +157,7 @@ def _measure(
     label: str,
     check: bool = True,
     restore: bool = False,
+    keep_keys: bool = False,
     timeout: float = 900,
 ) -> dict[str, Any]:
     """One child sweep: the stand-in's stats around it, and (``check``) every overview against the
@@ -186,6 +187,9 @@ def _measure(
             back = [was[k] for k in stats["deleted_keys"] if k in was]
             extra = [r["key"] for r in after if r["key"] not in was]
             report["restored"] = standin.control("POST", "runs", {"upsert": back, "delete": extra})
+    report["keys_requested_distinct"] = len(stats["keys_requested"])
+    if keep_keys:  # the keys this sweep asked for with keys=, in the order first asked
+        report["keys_requested"] = list(stats["keys_requested"])
     report["label"] = label
     return report
 
@@ -406,7 +410,9 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
             "import": imported,
         }
         out["ours_first"] = _measure(ctx, env, standin, *_sweep_args("auto"), label="d-first", check=False)
-        out["ours_second"] = _measure(ctx, env, standin, *_sweep_args("auto"), label="d-second", check=False)
+        out["ours_second"] = _measure(
+            ctx, env, standin, *_sweep_args("auto"), label="d-second", check=False, keep_keys=True
+        )
         if args.keys_too:
             out["keys_second"] = _measure(
                 ctx, env, standin, *_sweep_args("keys"), label="d-keys", check=False
@@ -436,27 +442,19 @@ def _scale(args: argparse.Namespace) -> dict[str, Any]:
             drop_pg_database(PG_NAME)
 
 
-def _repair_keys(catalog_keys: set[str]) -> tuple[list[str], int]:
-    """What a complete walk leaves to the ``keys=`` repair: the LMS courses the catalog does not
-    list under their own key -- a CCX course (asked for by its master's key) or one the catalog
-    lacks -- as the keys asked for (once each); and how many of those the catalog lacks."""
-    from catalog.sync import catalog_key_for
-    from overviews.models import CourseOverview
-
-    ids = (str(k) for k in CourseOverview.objects.values_list("id", flat=True))
-    wanted = list(dict.fromkeys(catalog_key_for(k) for k in ids if k not in catalog_keys))
-    return wanted, sum(k not in catalog_keys for k in wanted)
-
-
 def _floor(
     ctx: BenchContext, env: dict[str, str], standin: StandinProcess, second: dict[str, Any]
 ) -> dict[str, Any]:
-    """(e): the same requests as ``second`` made, fetched and decoded with no database."""
+    """(e): the same requests as ``second`` made, fetched and decoded with no database: its count
+    probe, its walk's pages (``walk_sizes``) and the keys its repair asked for (the stand-in's
+    ``keys_requested``)."""
     run = second.get("sweep_run", {})
     sizes = run.get("walk_sizes") or []
     if run.get("strategy") != "walk" or not sizes:
         return {"error": f"the second sweep did not walk (strategy {run.get('strategy')!r})"}
-    repair, lacking = _repair_keys({r["key"] for r in standin.runs()})
+    repair = second.get("keys_requested") or []
+    listed = {r["key"] for r in standin.runs()}
+    lacking = sum(k not in listed for k in repair)
     keys_file = ctx.tmp / "floor-repair-keys.txt"
     keys_file.write_text("\n".join(repair) + "\n", encoding="utf-8")
     args = ["--sizes", json.dumps(sizes), "--probe", "--repair-keys", str(keys_file)]
@@ -719,6 +717,13 @@ def _result(
                 if k in s
             },
         }
+        for key in ("ours_first", "ours_second"):
+            run = _run_fields(s[key])
+            notes.append(
+                f"d ({name}), {key.replace('_', ' ')}: {s[key].get('sql_total')} statements over "
+                f"{run.get('walk_pages')} walk pages + {run.get('chunks_done')} repair chunks: "
+                f"{s[key].get('sql_by_kind')}"
+            )
         if not project_rows:
             project_rows = _projection(n_d, s)
     summary["f_projection"] = project_rows
