@@ -434,6 +434,123 @@ def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at:
     return written
 
 
+@dataclass
+class ListedWrite:
+    """What one write of listed runs did: rows written with a usable record (checked), how many of
+    those changed, and the rows written with a refusal (not a check)."""
+
+    checked: int = 0
+    changed: int = 0
+    refused: set[str] = field(default_factory=set)
+
+
+def write_listed_runs(
+    targets: Sequence[tuple[str, dict[str, Any] | RefusedRecord]],
+    *,
+    sent_at: datetime,
+    received_at: datetime,
+    not_checked_since: datetime,
+) -> ListedWrite:
+    """Write catalog answers onto the rows that exist among ``targets`` (overview key, mapped values
+    or the record's refusal), comparing in the database: no SELECT first. The walk's write, where
+    the page names runs the LMS may not have.
+
+    One ``UPDATE ... FROM (VALUES ...) RETURNING`` per batch (PostgreSQL, SQLite 3.35+). Per row,
+    as ``apply_runs`` and ``guarded_bulk_update`` do: values and ``catalog_status=ok`` for a usable
+    record, ``catalog_status=error`` and the refusal (values kept) for a refused one;
+    ``catalog_synced_at`` moves to ``received_at`` only where something differs (every SET
+    expression reads the row as it was), ``catalog_checked_at`` on usable records only,
+    ``catalog_attempted_at`` forward to ``sent_at``. Only rows not checked since
+    ``not_checked_since`` are touched (a walk's own repeats, and rows a fresher fetch checked), under
+    the same fresher-data guard. A written row whose "last changed" is now ``received_at`` changed;
+    one whose status is now ``error`` was refused (the only ids sent back: a page's worth of ids
+    costs more to return than to write).
+    """
+    written = ListedWrite()
+    if not targets:
+        return written
+    if not (connection.vendor == "postgresql" or sqlite3.sqlite_version_info >= (3, 35)):
+        raise NotImplementedError("write_listed_runs needs PostgreSQL or SQLite 3.35+")
+    table = connection.ops.quote_name(CourseOverview._meta.db_table)
+    quote = connection.ops.quote_name
+    url, aid, lang, synced, status, error = (
+        quote(c) for c in ("marketing_url", "eligible_for_financial_aid", "language", *SYNC_FIELDS)
+    )
+    checked, attempted = quote("catalog_checked_at"), quote("catalog_attempted_at")
+    names = ("id", "url", "aid", "lang", "status", "error", "refused")
+    if connection.vendor == "postgresql":
+        casts = ("varchar", "varchar", "boolean", "varchar", "varchar", "text", "boolean")
+        row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
+        source = "v(" + ", ".join(names) + ")"
+        v = {name: f"v.{name}" for name in names}
+        differs = "IS DISTINCT FROM"
+    else:
+        row_sql = "(" + ", ".join("%s" for _ in names) + ")"
+        source = "v"
+        v = {name: f"v.column{i + 1}" for i, name in enumerate(names)}
+        differs = "IS NOT"
+    changed = (
+        f"({table}.{status} {differs} {v['status']} OR {table}.{error} {differs} {v['error']} "
+        f"OR (NOT {v['refused']} AND ({table}.{url} {differs} {v['url']} "
+        f"OR {table}.{aid} {differs} {v['aid']} OR {table}.{lang} {differs} {v['lang']})))"
+    )
+    assignments = ", ".join(
+        [
+            *(
+                f"{column} = CASE WHEN {v['refused']} THEN {table}.{column} ELSE {v[name]} END"
+                for column, name in ((url, "url"), (aid, "aid"), (lang, "lang"))
+            ),
+            f"{status} = {v['status']}",
+            f"{error} = {v['error']}",
+            f"{synced} = CASE WHEN {changed} THEN %s ELSE {table}.{synced} END",
+            f"{checked} = CASE WHEN {v['refused']} THEN {table}.{checked} ELSE %s END",
+            f"{attempted} = CASE WHEN {table}.{attempted} IS NULL OR {table}.{attempted} < %s "
+            f"THEN %s ELSE {table}.{attempted} END",
+        ]
+    )
+    adapt = connection.ops.adapt_datetimefield_value
+    sent, received, since = adapt(sent_at), adapt(received_at), adapt(not_checked_since)
+    step = max(1, (sqlite_parameter_limit() - 16) // len(names)) if connection.vendor == "sqlite" else 2000
+    with connection.cursor() as cursor:
+        for start in range(0, len(targets), step):
+            batch = targets[start : start + step]
+            params: list[Any] = [received, received, sent, sent]
+            for key, values in batch:
+                if isinstance(values, RefusedRecord):
+                    text = f"catalog record refused: {values}"[:2000]
+                    params.extend((key, None, False, None, CatalogStatus.ERROR, text, True))
+                else:
+                    params.extend(
+                        (
+                            key,
+                            values["marketing_url"],
+                            values["eligible_for_financial_aid"],
+                            values["language"],
+                            CatalogStatus.OK,
+                            "",
+                            False,
+                        )
+                    )
+            # Only quoted identifiers and placeholders are interpolated; every value is a parameter.
+            sql = (
+                f"UPDATE {table} SET {assignments} "  # noqa: S608
+                f"FROM (VALUES {', '.join([row_sql] * len(batch))}) AS {source} "
+                f"WHERE {table}.{quote('id')} = {v['id']} "
+                f"AND ({table}.{checked} IS NULL OR {table}.{checked} < %s) "
+                f"AND ({table}.{synced} IS NULL OR {table}.{synced} <= %s) "
+                f"RETURNING CASE WHEN {table}.{status} = %s THEN {table}.{quote('id')} END, "
+                f"CASE WHEN {table}.{synced} = %s THEN 1 ELSE 0 END"
+            )
+            cursor.execute(sql, [*params, since, sent, CatalogStatus.ERROR, received])
+            for refused_key, was_changed in cursor.fetchall():
+                if refused_key is not None:
+                    written.refused.add(str(refused_key))
+                else:
+                    written.checked += 1
+                    written.changed += was_changed
+    return written
+
+
 def _update_with_case(stamps: Sequence[Stamp], sent_at: datetime, received_at: datetime) -> set[str]:
     """The portable path: the same guarded writes through the ORM, a few queries per batch."""
     fields = _FIELDS[1:]

@@ -49,6 +49,7 @@ from django.db.models.functions import Cast, Length, Replace
 from django.utils import timezone
 from opaque_keys import InvalidKeyError
 
+from catalog.mapping import RefusedRecord, map_course_run
 from catalog.models import (
     COURSE_COUNTERS,
     RUN_COUNTER_FIELDS,
@@ -58,7 +59,7 @@ from catalog.models import (
     current_config,
 )
 from catalog.retry import RetryPolicy, next_retry
-from catalog.sync import Fetched, SyncCounters, apply_runs, catalog_key_for, read_rows, sqlite_parameter_limit
+from catalog.sync import SyncCounters, catalog_key_for, write_listed_runs
 from catalog_client.client import ListPage
 from catalog_client.errors import CatalogError, CatalogServerError, CatalogTimeout
 from overviews.models import CatalogStatus, CourseOverview
@@ -304,6 +305,7 @@ class _Fetch:
     retries: int = 0
     sent_at: datetime | None = None
     received_at: datetime | None = None
+    mapped: dict[str, dict | RefusedRecord] = field(default_factory=dict)  # key -> values or refusal
 
 
 @dataclass
@@ -388,6 +390,7 @@ def walk(
                 total.requests += client.requests_made - before[0]
                 total.throttled += getattr(client, "throttled_responses", 0) - before[1]
                 if total.error is None:
+                    total.mapped = _map_page(total.listed.results)  # here: off the writing thread
                     return total
                 if isinstance(total.error, CatalogServerError | CatalogTimeout):
                     sizer.failed()
@@ -490,6 +493,18 @@ class _Pause(Exception):
         self.retries = retries  # spent on this page, the pending one included
 
 
+def _map_page(results: list[dict]) -> dict[str, dict | RefusedRecord]:
+    """Each listed run's overview values, or its refusal (logged), by its key."""
+    mapped: dict[str, dict | RefusedRecord] = {}
+    for item in results:
+        try:
+            mapped[item["key"]] = map_course_run(item)
+        except RefusedRecord as exc:
+            mapped[item["key"]] = exc
+            log.warning("catalog sync: refused catalog record %s: %s", item["key"], exc)
+    return mapped
+
+
 def ccx_by_master() -> dict[str, list[str]]:
     """Our CCX courses by the catalog key of their master (one query): a walk page that lists a
     master writes its CCX courses too."""
@@ -506,45 +521,24 @@ def ccx_by_master() -> dict[str, list[str]]:
 
 
 def _apply_page(run: SweepRun, got: _Fetch, ccx: dict[str, list[str]] | None = None) -> SyncCounters:
-    """Write one walk page: the rows it names (and the CCX courses of the masters it lists) that
-    this walk has not checked yet (one SELECT), compared and written in one guarded UPDATE. A
-    refused record is not a check: its row is fetched again by the repair and counted there."""
-    listed = got.listed
-    assert listed is not None and got.sent_at is not None and got.received_at is not None
-    runs = {item["key"]: item for item in listed.results}
-    rows = []
-    keys = list(runs)
-    master_of: dict[str, str] = {}
-    for key in runs if ccx else ():
-        for course in ccx.get(key, ()):
-            master_of[course] = key
-    keys.extend(master_of)
-    step = _keys_per_query()
-    for start in range(0, len(keys), step):
-        batch = CourseOverview.objects.filter(id__stored_in=keys[start : start + step])
-        rows.extend(read_rows(unchecked_since(batch, run.walk_started_at)))
-    counters = SyncCounters()
-    if rows:
-        fetched = Fetched(
-            wanted={row.id: master_of.get(row.id, row.id) for row in rows},
-            runs=runs,
-            sent_at=got.sent_at,
-            received_at=got.received_at,
-            requests=0,
-        )
-        counters = apply_runs(rows, fetched).counters
-        counters.seen -= counters.refused
-        counters.refused = 0
-    counters.catalog_requests = got.requests
-    return counters
-
-
-def _keys_per_query() -> int:
-    """Keys one ``IN (...)`` may bind: a page is one SELECT up to SQLite's limit (32,766 bound
-    parameters since 3.32, 999 before) or 10,000 elsewhere (PostgreSQL allows 65,535)."""
-    if connections["default"].vendor != "sqlite":
-        return 10_000
-    return max(1, sqlite_parameter_limit() - 10)
+    """Write one walk page in one statement (``write_listed_runs``: compared in the database, no
+    SELECT): the rows it names, and the CCX courses of the masters it lists, that this walk has not
+    checked yet. A refused record is not a check: its row is fetched again by the repair and
+    counted there."""
+    assert got.listed is not None and got.sent_at is not None and got.received_at is not None
+    mapped = got.mapped
+    targets: list[tuple[str, dict | RefusedRecord]] = list(mapped.items())
+    for key, values in mapped.items() if ccx else ():
+        targets.extend((course, values) for course in ccx.get(key, ()))
+    write = write_listed_runs(
+        targets, sent_at=got.sent_at, received_at=got.received_at, not_checked_since=run.walk_started_at
+    )
+    return SyncCounters(
+        seen=write.checked,
+        updated=write.changed,
+        unchanged=write.checked - write.changed,
+        catalog_requests=got.requests,
+    )
 
 
 def _record(
@@ -558,19 +552,22 @@ def _record(
     done: bool,
     error: str = "",
 ) -> SyncCounters:
-    """Write a fetched page (``ccx`` not None: it has runs to write) and move the checkpoint, in one
-    transaction: a walker that is not the run's (a duplicate message, a run taken over) has its
-    page's writes rolled back with its failed checkpoint, so a course is counted by the walker
-    whose checkpoint stands, or by the repair. Its requests were sent all the same: they are
-    added to the run outside that transaction before ``SweepTakenOver`` goes up."""
+    """Write a fetched page (``ccx`` not None: it has runs to write), then move the checkpoint: two
+    statements, no transaction. The page's write is idempotent (it touches only rows not checked
+    since the walk began), so a page written and not checkpointed (a crash between the two, or a
+    walker that is not the run's: a duplicate message, a run taken over, whose checkpoint then
+    fails) leaves rows checked but not counted; the walk's last checkpoint counts every such row
+    (``_count_checked_by_others``), so each course is counted once all the same. A walker whose
+    checkpoint fails sent its requests all the same: they are added to the run before
+    ``SweepTakenOver`` goes up."""
+    counters = _apply_page(run, got, ccx) if got.listed is not None and ccx is not None else SyncCounters()
     try:
-        with transaction.atomic():
-            counters = (
-                _apply_page(run, got, ccx) if got.listed is not None and ccx is not None else SyncCounters()
-            )
-            _checkpoint(run, sizer, offset, next_offset, got, counters, done=done, error=error)
-            if done:
+        if done:  # the last checkpoint and its count stand or fall together
+            with transaction.atomic():
+                _checkpoint(run, sizer, offset, next_offset, got, counters, done=done, error=error)
                 _count_checked_by_others(run)
+        else:
+            _checkpoint(run, sizer, offset, next_offset, got, counters, done=done, error=error)
     except SweepTakenOver:
         _add_cost(run, got)
         raise
@@ -580,8 +577,9 @@ def _record(
 def _count_checked_by_others(run: SweepRun) -> None:
     """At the end of the walk (in its last checkpoint's transaction): the rows checked within the
     walk's window that it did not count -- a per-course fetch checked them first, so the walk left
-    them alone -- are counted as seen and superseded, as a chunk counts a row a fresher fetch wrote.
-    One aggregate per walk."""
+    them alone; or a page was written and its checkpoint lost (a crash, a duplicate walker) -- are
+    counted as seen and superseded, as a chunk counts a row a fresher fetch wrote. One aggregate
+    per walk."""
     run.refresh_from_db(fields=["walk_started_at", "walk_finished_at", "courses_seen"])
     checked = CourseOverview.objects.filter(
         catalog_checked_at__gte=run.walk_started_at, catalog_checked_at__lte=run.walk_finished_at
