@@ -187,3 +187,18 @@ def run_child(
     report["process_wall_s"] = round(wall, 2)
     report["exit_code"] = proc.returncode
     return report
+
+
+def set_config(**fields: Any) -> None:
+    """A new ``CatalogIntegration`` row (as the admin saves one): the current values, ``fields``
+    changed, the integration enabled."""
+    from catalog.models import CatalogIntegration
+
+    current = CatalogIntegration.current()
+    values = {
+        f.name: getattr(current, f.name)
+        for f in CatalogIntegration._meta.concrete_fields
+        if f.name not in ("id", "change_date", "changed_by")
+    }
+    values.update(enabled=True, **fields)
+    CatalogIntegration.objects.create(**values)

@@ -67,6 +67,7 @@ from bench.lms import (  # noqa: E402
     postgres_answers,
     reset_catalog_fields,
     run_child,
+    set_config,
 )
 
 SEED = 1
@@ -132,20 +133,6 @@ def _standin(ctx: BenchContext, courses: int, name: str, **faults: Any) -> tuple
 
 def _child_env(env: dict[str, str], standin: StandinProcess) -> dict[str, str]:
     return {**env, "CATALOG_API_URL": standin.api_url, "CATALOG_OAUTH_URL": standin.oauth_url}
-
-
-def _set_config(**fields: Any) -> None:
-    """A new ``CatalogIntegration`` row (as the admin saves one): the current values, ``fields`` changed."""
-    from catalog.models import CatalogIntegration
-
-    current = CatalogIntegration.current()
-    values = {
-        f.name: getattr(current, f.name)
-        for f in CatalogIntegration._meta.concrete_fields
-        if f.name not in ("id", "change_date", "changed_by")
-    }
-    values.update(enabled=True, **fields)
-    CatalogIntegration.objects.create(**values)
 
 
 def _measure(
@@ -260,7 +247,7 @@ def _throttled(ctx: BenchContext, env: dict[str, str], courses: int) -> dict[str
         imported = import_records(records)
         runs: list[dict[str, Any]] = []
         for cap in (0.0, FLEET_CAP):
-            _set_config(rate_limit_per_second=cap)
+            set_config(rate_limit_per_second=cap)
             for side, mode, args in (
                 ("ours, auto", "sweep", ("--strategy", "auto")),
                 ("ours, keys forced", "sweep", ("--strategy", "keys")),
@@ -274,7 +261,7 @@ def _throttled(ctx: BenchContext, env: dict[str, str], courses: int) -> dict[str
                 report.update(side=side, fleet_cap=cap, tag=tag)
                 runs.append(report)
         standin.set_faults(throttle_per_window=0, insert_between_pages=0, delete_between_pages=0)
-        _set_config(rate_limit_per_second=0.0)
+        set_config(rate_limit_per_second=0.0)
         cache.delete(PAUSE_KEY)
         return {"courses": courses, "import": imported, "runs": runs}
     finally:

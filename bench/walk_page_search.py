@@ -15,10 +15,17 @@ No goal here: the figures are what the defaults are chosen from.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 from bench.common import REDIS_DB_INPROC, BenchContext, BenchResult, StandinProcess, flush_redis, setup_django
-from bench.lms import bench_env, chosen_db, clear_overviews, drop_pg_database, import_records, run_child
+from bench.lms import (
+    bench_env,
+    chosen_db,
+    clear_overviews,
+    drop_pg_database,
+    import_records,
+    run_child,
+    set_config,
+)
 
 COURSES = 10_000
 QUICK_COURSES = 2_000
@@ -59,7 +66,7 @@ def run(ctx: BenchContext) -> BenchResult:
                     "CATALOG_OAUTH_URL": standin.oauth_url,
                 }
                 for ceiling in CEILINGS:
-                    _set_config(walk_page_size_ceiling=ceiling, walk_page_budget=BUDGET_S)
+                    set_config(walk_page_size_ceiling=ceiling, walk_page_budget=BUDGET_S)
                     report = run_child(
                         ctx.tmp,
                         child_env,
@@ -136,17 +143,3 @@ def _projected_pages(sizes: list[list[int]]) -> int:
     if not sizes:
         return 0
     return pages + math.ceil(max(0, PROJECT_TO - covered) / sizes[-1][0])
-
-
-def _set_config(**fields: Any) -> None:
-    """A new ``CatalogIntegration`` row, as the admin saves one: the current values, ``fields`` changed."""
-    from catalog.models import CatalogIntegration
-
-    current = CatalogIntegration.current()
-    values = {
-        f.name: getattr(current, f.name)
-        for f in CatalogIntegration._meta.concrete_fields
-        if f.name not in ("id", "change_date", "changed_by")
-    }
-    values.update(enabled=True, **fields)
-    CatalogIntegration.objects.create(**values)
