@@ -80,7 +80,14 @@ def sweep() -> Sweep:
     started = time.monotonic()
     try:
         call_command(
-            "sync_catalog", "--no-progress", "--page-size", str(PAGE_SIZE), stdout=out, stderr=io.StringIO()
+            "sync_catalog",
+            "--no-progress",
+            "--page-size",
+            str(PAGE_SIZE),
+            "--strategy",
+            "keys",
+            stdout=out,
+            stderr=io.StringIO(),
         )
         code = 0
     except CommandError as exc:

@@ -107,7 +107,7 @@ def test_metrics_scrape_cleanly_while_a_sweep_runs_on_two_workers(deployment, st
     standin.set_faults(latency_ms=1000)
     service.start_worker(concurrency=2, name="w1")
     service.start_worker(concurrency=2, name="w2")
-    service.manage("sync_catalog", "--async", "--page-size", "10")
+    service.manage("sync_catalog", "--async", "--page-size", "10", "--strategy", "keys")
 
     during: list[dict] = []
 

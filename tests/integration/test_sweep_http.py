@@ -36,7 +36,9 @@ def _import(records):
 
 def _sweep(*args):
     out = io.StringIO()
-    call_command("sync_catalog", "--no-progress", *args, stdout=out, stderr=io.StringIO())
+    call_command(
+        "sync_catalog", "--no-progress", "--strategy", "keys", *args, stdout=out, stderr=io.StringIO()
+    )
     return out.getvalue()
 
 

@@ -39,7 +39,16 @@ def test_many_small_chunks_on_two_workers_complete_the_run_from_its_rows(tmp_pat
         service.start_worker(concurrency=2, name="w1")
         service.start_worker(concurrency=2, name="w2")
         many_courses.reset_stats()
-        service.manage("sync_catalog", "--async", "--page-size", str(PAGE_SIZE))
+        service.manage(
+            "sync_catalog",
+            "--strategy",
+            "keys",
+            "--async",
+            "--page-size",
+            str(PAGE_SIZE),
+            "--strategy",
+            "keys",
+        )
 
         def run_row():
             rows = service.sql(

@@ -56,11 +56,11 @@ def test_two_concurrent_triggers_run_one_sweep(service, standin):
     # Both triggers are queued before any worker runs: the two pool processes take one each and
     # race for the lease (a trigger queued behind the chunks would start a second sweep later).
     for _ in range(2):
-        service.manage("sync_catalog", "--async", "--page-size", "20")
+        service.manage("sync_catalog", "--async", "--page-size", "20", "--strategy", "keys")
     service.start_worker(concurrency=2)
     wait_until(lambda: _runs(service), 30, what="a sweep run")
     # while it runs, an in-process sweep refuses to start too
-    inline = service.manage("sync_catalog", "--no-progress", check=False)
+    inline = service.manage("sync_catalog", "--no-progress", "--strategy", "keys", check=False)
     assert _runs(service)[0][1] == "running", "the sweep ended before the in-process one was tried"
     assert inline.returncode == 1 and "already running" in inline.stderr
     runs = wait_until(lambda: _finished(service), 90, what="the sweep to finish")
@@ -75,7 +75,7 @@ def test_a_sweep_interrupted_by_a_killed_worker_resumes_from_its_checkpoint(tmp_
         records = _import_all(service, standin)
         standin.set_faults(latency_ms=300)
         worker = service.start_worker(concurrency=1)
-        service.manage("sync_catalog", "--async", "--page-size", "10")
+        service.manage("sync_catalog", "--strategy", "keys", "--async", "--page-size", "10")
         wait_until(lambda: (r := _runs(service)) and r[0][3] >= 3, 60, what="three chunks done")
         service.kill_worker(worker)  # SIGKILL mid-sweep: its chunk in flight is lost
         done_before = _runs(service)[0][3]
@@ -86,7 +86,9 @@ def test_a_sweep_interrupted_by_a_killed_worker_resumes_from_its_checkpoint(tmp_
         service.start_worker(concurrency=1, name="w2")
         service.settle("w2")  # the queued chunks ran; the lost one stays pending
         wait_until(lambda: _lease_expired(service, ttl=4), 30, what="the dead run's lease to expire")
-        service.manage("sync_catalog", "--async")  # the next trigger resumes the same run
+        service.manage(
+            "sync_catalog", "--strategy", "keys", "--async"
+        )  # the next trigger resumes the same run
         runs = wait_until(lambda: _finished(service), 60, what="the resumed sweep to finish")
         assert len(runs) == 1 and runs[0][1] == "complete" and runs[0][5] >= 1, runs
         assert _synced_count(service) == len(records)
@@ -102,7 +104,7 @@ def test_a_429_pauses_the_whole_fleet_until_retry_after(service, standin):
     service.start_worker(concurrency=2)
     standin.set_faults(latency_ms=50, force_429_count=1, retry_after_s=3)
     standin.reset_stats()
-    service.manage("sync_catalog", "--async", "--page-size", "10")
+    service.manage("sync_catalog", "--strategy", "keys", "--async", "--page-size", "10")
     runs = wait_until(lambda: _finished(service), 90, what="the sweep to finish")
     assert runs[0][1] == "complete"
     answers = [(t, status) for t, route, status in standin.stats()["answers"] if route != "token"]
@@ -120,7 +122,7 @@ def test_a_429_pauses_the_whole_fleet_until_retry_after(service, standin):
 
 def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin):
     _import_all(service, standin)
-    service.manage("sync_catalog", "--no-progress")  # everything synced once
+    service.manage("sync_catalog", "--strategy", "keys", "--no-progress")  # everything synced once
     key = next(r["key"] for r in standin.state.runs() if r["marketing_url"])
     stale_url = standin.state.get(key)["marketing_url"] + "-stale"
     new_url = standin.state.get(key)["marketing_url"] + "-fresher"
@@ -131,7 +133,7 @@ def test_a_chunk_does_not_overwrite_a_fresher_per_course_fetch(service, standin)
     # ~10 s for a chunk of ~100 (under the 15 s read timeout), 0.1 s for one course
     standin.set_faults(latency_per_item_ms=100)
     standin.reset_stats()
-    service.manage("sync_catalog", "--async", "--page-size", "200")
+    service.manage("sync_catalog", "--strategy", "keys", "--async", "--page-size", "200")
     # The stand-in counts a `keys=` filter on arrival, before the slow answer (its `list` count
     # comes only after answering): the chunk holding our course has read the stale value.
     wait_until(
