@@ -30,6 +30,8 @@ _VISIBILITY_BROKERS = ("redis://", "rediss://", "sqs://", "sentinel://")
 broker_transport_options = (
     {"visibility_timeout": BROKER_VISIBILITY_TIMEOUT} if broker_url.startswith(_VISIBILITY_BROKERS) else {}
 )
+if broker_url.startswith(("redis://", "rediss://")) and settings.CELERY_BROKER_KEY_PREFIX:
+    broker_transport_options["global_keyprefix"] = settings.CELERY_BROKER_KEY_PREFIX
 
 task_ignore_result = True  # nobody reads results: state lives in the overview rows and SweepRun
 result_backend = None

@@ -196,6 +196,9 @@ CATALOG_NEW_COURSE_FIRST_RECHECK = env_float("CATALOG_NEW_COURSE_FIRST_RECHECK",
 # Unset: kombu's SQLAlchemy transport on a SQLite file under var/ -- a real broker that needs no
 # server, so a real worker process runs on a laptop. Never eager mode.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", f"sqla+sqlite:///{VAR_DIR / 'broker.sqlite3'}")
+# Redis broker only: a prefix on every key the broker uses, so that deployments (or test runs)
+# sharing one Redis database never see each other's messages. Empty: no prefix.
+CELERY_BROKER_KEY_PREFIX = env_str("CELERY_BROKER_KEY_PREFIX", "")
 
 LOGGING = {
     "version": 1,

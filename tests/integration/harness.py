@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -151,7 +152,11 @@ class Service:
             redis.Redis.from_url(f"{self.redis_url}/{CACHE_DB}").flushdb()
             if stack == "redis-pg":
                 env["CELERY_BROKER_URL"] = f"{self.redis_url}/{BROKER_DB}"
-                redis.Redis.from_url(f"{self.redis_url}/{BROKER_DB}").flushdb()
+                # this Service's own keys on the shared database: a message left by another run,
+                # or sent by a test run beside this one, is never delivered here (and no flush
+                # here empties another run's queues); stop() deletes them
+                self.broker_prefix = f"t{os.getpid()}-{uuid.uuid4().hex[:8]}:"
+                env["CELERY_BROKER_KEY_PREFIX"] = self.broker_prefix
             else:
                 env["CELERY_BROKER_URL"] = self._rabbit_broker_url()
         return env
@@ -365,6 +370,11 @@ class Service:
         if self.pg_db and not self._pg_dropped:
             _drop_pg_database(self.pg_db)
             self._pg_dropped = True
+        if getattr(self, "broker_prefix", None):
+            broker = redis.Redis.from_url(f"{self.redis_url}/{BROKER_DB}")
+            for key in broker.scan_iter(match=f"{self.broker_prefix}*", count=500):
+                broker.delete(key)
+            self.broker_prefix = None
         if self.vhost:
             subprocess.run(
                 [shutil.which("rabbitmqctl") or "rabbitmqctl", "delete_vhost", self.vhost],

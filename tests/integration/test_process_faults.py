@@ -119,9 +119,7 @@ def test_a_worker_sigkilled_mid_chunk_the_sweep_still_completes(short_lease_serv
     records = _import_all(service, standin)
     standin.set_faults(latency_ms=500)  # a chunk is mostly its catalog request in flight
     worker = service.start_worker(concurrency=1)
-    service.manage(
-        "sync_catalog", "--strategy", "keys", "--async", "--page-size", str(PAGE), "--strategy", "keys"
-    )
+    service.manage("sync_catalog", "--strategy", "keys", "--async", "--page-size", str(PAGE))
     wait_until(
         lambda: (r := _runs(service)) and r[0]["done"] >= 2 and _busy(service.worker_log()),
         60,
@@ -251,9 +249,7 @@ def test_redis_restarted_mid_sweep_the_sweep_completes_after_it_is_back(tmp_path
         records = _import_all(service, standin)
         standin.set_faults(latency_ms=600)
         service.start_worker(concurrency=2)
-        service.manage(
-            "sync_catalog", "--strategy", "keys", "--async", "--page-size", str(PAGE), "--strategy", "keys"
-        )
+        service.manage("sync_catalog", "--strategy", "keys", "--async", "--page-size", str(PAGE))
         wait_until(lambda: (r := _runs(service)) and r[0]["done"] >= 3, 60, what="three chunks done")
         private_redis.stop()
         assert _runs(service)[0]["done"] < _runs(service)[0]["total"], "Redis was to stop mid-sweep"
