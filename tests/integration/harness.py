@@ -382,3 +382,12 @@ class Service:
                 timeout=60,
             )
             self.vhost = None
+
+
+def configure(**fields: Any) -> None:
+    """In this process (the in-process integration tests): a new admin configuration row with short
+    timeouts and few attempts, so that faults cost seconds."""
+    from catalog.models import CatalogIntegration
+
+    values = {"enabled": True, "page_attempts": 3, "connect_timeout": 0.5, "read_timeout": 2.0}
+    CatalogIntegration.objects.create(**{**values, **fields})

@@ -27,12 +27,12 @@ from opaque_keys.edx.keys import CourseKey
 
 from catalog.connection import build_client
 from catalog.mapping import map_course_run
-from catalog.models import CatalogIntegration, SweepChunk, SweepRun, SweepStatus
+from catalog.models import SweepChunk, SweepRun, SweepStatus
 from catalog.refresh import refresh_courses
 from catalog.sync import catalog_key_for
 from overviews.models import CATALOG_FIELDS, CatalogStatus, CourseOverview
 from standin import StandinServer, generate_runs, lms_course_records
-from tests.integration.harness import wait_until
+from tests.integration.harness import configure, wait_until
 
 pytestmark = [pytest.mark.django_db, pytest.mark.integration]
 
@@ -57,12 +57,6 @@ def catalog(settings):
         configure()
         server.reset_stats()
         yield server
-
-
-def configure(**fields: Any) -> None:
-    """A new admin configuration row: short timeouts and few attempts, so faults cost seconds."""
-    values = {"enabled": True, "page_attempts": 3, "connect_timeout": 0.5, "read_timeout": 2.0}
-    CatalogIntegration.objects.create(**{**values, **fields})
 
 
 @dataclass

@@ -18,13 +18,13 @@ from opaque_keys.edx.keys import CourseKey
 
 from catalog.connection import build_client
 from catalog.mapping import map_course_run
-from catalog.models import CatalogIntegration, SweepRun, SweepStatus
+from catalog.models import SweepRun, SweepStatus
 from catalog.retry import in_process_policy
 from catalog.sync import catalog_key_for
 from overviews.models import CATALOG_FIELDS, CatalogStatus, CourseOverview
 from standin import StandinServer, generate_runs, lms_course_records
 from standin.semantics import sort_key
-from tests.integration.harness import Service, wait_until
+from tests.integration.harness import Service, configure, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -273,12 +273,6 @@ def catalog(settings, db):
         configure()
         server.reset_stats()
         yield server
-
-
-def configure(**fields: Any) -> None:
-    """A new admin configuration row: short timeouts and few attempts, so faults cost seconds."""
-    values = {"enabled": True, "page_attempts": 3, "connect_timeout": 0.5, "read_timeout": 2.0}
-    CatalogIntegration.objects.create(**{**values, **fields})
 
 
 def walk_sweep(page_size: int = 10, *, after_probe=None, on_page=None) -> SweepRun:
