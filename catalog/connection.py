@@ -52,6 +52,13 @@ def client_config(
     )
 
 
+def catalog_api_url() -> str:
+    """The configured API URL as the client normalises it (a trailing slash), or "" when unset:
+    what request URLs are built on, for planners that size requests before a client exists."""
+    api_url = settings.CATALOG_API_URL or ""
+    return api_url if not api_url or api_url.endswith("/") else api_url + "/"
+
+
 class CatalogCallsDisabled(RuntimeError):
     """The kill switch is on (``catalog.switches.DISABLE_CATALOG_CALLS``)."""
 

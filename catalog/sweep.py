@@ -50,6 +50,7 @@ from django.db.models import Case, CharField, Count, Exists, F, OuterRef, Q, Sum
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from catalog.connection import catalog_api_url
 from catalog.models import (
     COST_COUNTERS,
     COURSE_COUNTERS,
@@ -293,7 +294,7 @@ def _plan_step(
 ) -> tuple[list[SweepChunk], str, bool]:
     """The next ``PLAN_BATCH`` chunks after ``cursor`` (unsaved, without a run), the new cursor,
     and whether planning is done. The one planner of the sweep, of its repair (``since``: only
-    rows not checked since then) and of its dry run."""
+    rows its walk did not check, ``repair_since``) and of its dry run."""
     keys_qs = unchecked_since(CourseOverview.objects.order_by("id"), since)
     if cursor:
         keys_qs = keys_qs.filter(id__gt=cursor)
@@ -309,9 +310,7 @@ def _plan_step(
 def _one_request_groups(keys: list[str], size: int) -> Iterator[list[str]]:
     """Groups of at most ``size`` keys, each small enough for one catalog request (one URL under
     ``max_url_length``): a chunk is then one request, never retried all or nothing."""
-    api_url = settings.CATALOG_API_URL
-    if api_url and not api_url.endswith("/"):
-        api_url += "/"  # as the client normalises it
+    api_url = catalog_api_url()
     max_url_length = current_config().max_url_length
     for start in range(0, len(keys), size):
         group = keys[start : start + size]
@@ -325,7 +324,7 @@ def chunk_overviews(
     first_key: str, last_key: str, since: tuple[datetime, datetime | None] | None = None
 ) -> list[SyncRow]:
     """The chunk's rows now: courses added to the range since planning are included. A repair
-    chunk (``since``) takes only the rows still not checked since the walk began."""
+    chunk (``since``, ``repair_since``) takes only the rows its walk did not check."""
     rows = CourseOverview.objects.filter(id__gte=first_key, id__lte=last_key).order_by("id")
     return read_rows(unchecked_since(rows, since))
 
@@ -512,7 +511,7 @@ class _Book:
     """Where the in-process sweep keeps its record: the run's rows (``_RunBook``), or nothing but
     memory in a dry run (``_DryBook``). The driver (``_drive``) is the same for both."""
 
-    since: tuple[datetime, datetime | None] | None = None  # a walk's repair: only rows not checked since then
+    since: tuple[datetime, datetime | None] | None = None  # a walk's repair: ``repair_since``
 
     def chunks(self) -> Iterator[SweepChunk]:
         raise NotImplementedError

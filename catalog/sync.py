@@ -344,12 +344,34 @@ def sqlite_parameter_limit() -> int:
         return 999
 
 
-def _rows_per_query() -> int:
-    """Rows per statement: bound parameters per row times rows stays under the database's limit."""
-    per_row = len(_FIELDS) + len(_FLAGS)
+def _rows_per_query(per_row: int = len(_FIELDS) + len(_FLAGS), fixed: int = 8) -> int:
+    """Rows per statement: ``per_row`` bound parameters a row, plus ``fixed`` for the statement,
+    stay under the database's limit."""
     if connection.vendor != "sqlite":
         return 2000
-    return max(1, min(2000, (sqlite_parameter_limit() - 8) // per_row))
+    return max(1, min(2000, (sqlite_parameter_limit() - fixed) // per_row))
+
+
+def _values_source(names: Sequence[str], pg_casts: Sequence[str]) -> tuple[str, str, dict[str, str]]:
+    """For ``UPDATE ... FROM (VALUES ...) AS source``: one row's placeholders, the source's alias,
+    and each named column as SQL. PostgreSQL types every placeholder (``pg_casts``) and takes
+    column names; SQLite names the VALUES columns column1, column2, ..."""
+    quote = connection.ops.quote_name
+    if connection.vendor == "postgresql":
+        row_sql = "(" + ", ".join(f"%s::{cast}" for cast in pg_casts) + ")"
+        return row_sql, "v(" + ", ".join(quote(n) for n in names) + ")", {n: f"v.{quote(n)}" for n in names}
+    row_sql = "(" + ", ".join("%s" for _ in names) + ")"
+    return row_sql, "v", {n: f"v.column{i + 1}" for i, n in enumerate(names)}
+
+
+def _attempted_forward(table: str) -> str:
+    """The SET clause that moves ``catalog_attempted_at`` forward to a parameter, never back (the
+    parameter twice)."""
+    attempted = connection.ops.quote_name("catalog_attempted_at")
+    return (
+        f"{attempted} = CASE WHEN {table}.{attempted} IS NULL OR {table}.{attempted} < %s "
+        f"THEN %s ELSE {table}.{attempted} END"
+    )
 
 
 def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at: datetime) -> set[str]:
@@ -358,19 +380,11 @@ def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at:
     table = connection.ops.quote_name(CourseOverview._meta.db_table)
     quote = connection.ops.quote_name
     columns = [field.column for field in _FIELDS]
-    if connection.vendor == "postgresql":
-        casts = [*(_PG_CASTS[c] for c in columns), "boolean", "boolean"]
-        row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        source = "v(" + ", ".join(quote(c) for c in (*columns, *_FLAGS)) + ")"
-        value_of = {c: f"v.{quote(c)}" for c in (*columns, *_FLAGS)}
-    else:  # SQLite names the VALUES columns column1, column2, ...
-        row_sql = "(" + ", ".join("%s" for _ in range(len(columns) + len(_FLAGS))) + ")"
-        source = "v"
-        value_of = {c: f"v.column{i + 1}" for i, c in enumerate((*columns, *_FLAGS))}
-    write, check = value_of["write_values"], value_of["stamp_checked"]
-    synced, checked, attempted = (
-        quote(c) for c in ("catalog_synced_at", "catalog_checked_at", "catalog_attempted_at")
+    row_sql, source, value_of = _values_source(
+        (*columns, *_FLAGS), (*(_PG_CASTS[c] for c in columns), "boolean", "boolean")
     )
+    write, check = value_of["write_values"], value_of["stamp_checked"]
+    synced, checked = quote("catalog_synced_at"), quote("catalog_checked_at")
     assignments = ", ".join(
         [
             *(
@@ -378,8 +392,7 @@ def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at:
                 for c in columns[1:]
             ),
             f"{checked} = CASE WHEN {check} THEN %s ELSE {table}.{checked} END",
-            f"{attempted} = CASE WHEN {table}.{attempted} IS NULL OR {table}.{attempted} < %s "
-            f"THEN %s ELSE {table}.{attempted} END",
+            _attempted_forward(table),
         ]
     )
     adapt = connection.ops.adapt_datetimefield_value
@@ -402,8 +415,7 @@ def _update_from_values(stamps: Sequence[Stamp], sent_at: datetime, received_at:
             for start in range(0, len(stamps), id_step):
                 ids = [str(stamp.row.id) for stamp in stamps[start : start + id_step]]
                 sql = (
-                    f"UPDATE {table} SET {checked} = %s, {attempted} = CASE WHEN {table}.{attempted} "  # noqa: S608
-                    f"IS NULL OR {table}.{attempted} < %s THEN %s ELSE {table}.{attempted} END "
+                    f"UPDATE {table} SET {checked} = %s, {_attempted_forward(table)} "  # noqa: S608
                     f"WHERE {table}.{quote('id')} IN ({', '.join(['%s'] * len(ids))}) {guard}"
                 )
                 cursor.execute(sql, [received, sent, sent, *ids, sent, sent])
@@ -476,19 +488,12 @@ def write_listed_runs(
     url, aid, lang, synced, status, error = (
         quote(c) for c in ("marketing_url", "eligible_for_financial_aid", "language", *SYNC_FIELDS)
     )
-    checked, attempted = quote("catalog_checked_at"), quote("catalog_attempted_at")
+    checked = quote("catalog_checked_at")
     names = ("id", "url", "aid", "lang", "status", "error", "refused")
-    if connection.vendor == "postgresql":
-        casts = ("varchar", "varchar", "boolean", "varchar", "varchar", "text", "boolean")
-        row_sql = "(" + ", ".join(f"%s::{cast}" for cast in casts) + ")"
-        source = "v(" + ", ".join(names) + ")"
-        v = {name: f"v.{name}" for name in names}
-        differs = "IS DISTINCT FROM"
-    else:
-        row_sql = "(" + ", ".join("%s" for _ in names) + ")"
-        source = "v"
-        v = {name: f"v.column{i + 1}" for i, name in enumerate(names)}
-        differs = "IS NOT"
+    row_sql, source, v = _values_source(
+        names, ("varchar", "varchar", "boolean", "varchar", "varchar", "text", "boolean")
+    )
+    differs = "IS DISTINCT FROM" if connection.vendor == "postgresql" else "IS NOT"
     changed = (
         f"({table}.{status} {differs} {v['status']} OR {table}.{error} {differs} {v['error']} "
         f"OR (NOT {v['refused']} AND ({table}.{url} {differs} {v['url']} "
@@ -504,13 +509,12 @@ def write_listed_runs(
             f"{error} = {v['error']}",
             f"{synced} = CASE WHEN {changed} THEN %s ELSE {table}.{synced} END",
             f"{checked} = CASE WHEN {v['refused']} THEN {table}.{checked} ELSE %s END",
-            f"{attempted} = CASE WHEN {table}.{attempted} IS NULL OR {table}.{attempted} < %s "
-            f"THEN %s ELSE {table}.{attempted} END",
+            _attempted_forward(table),
         ]
     )
     adapt = connection.ops.adapt_datetimefield_value
     sent, received, since = adapt(sent_at), adapt(received_at), adapt(not_checked_since)
-    step = max(1, (sqlite_parameter_limit() - 16) // len(names)) if connection.vendor == "sqlite" else 2000
+    step = _rows_per_query(per_row=len(names), fixed=16)
     with connection.cursor() as cursor:
         for start in range(0, len(targets), step):
             batch = targets[start : start + step]

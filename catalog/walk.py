@@ -42,13 +42,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.conf import settings
 from django.db import connections, transaction
 from django.db.models import CharField, Count, F, Q, Sum, Value
 from django.db.models.functions import Cast, Length, Replace
 from django.utils import timezone
 from opaque_keys import InvalidKeyError
 
+from catalog.connection import catalog_api_url
 from catalog.mapping import RefusedRecord, map_course_run
 from catalog.models import (
     COURSE_COUNTERS,
@@ -59,8 +59,8 @@ from catalog.models import (
     current_config,
 )
 from catalog.retry import RetryPolicy, next_retry
-from catalog.sync import SyncCounters, catalog_key_for, write_listed_runs
-from catalog_client.client import ListPage
+from catalog.sync import CCX_PREFIX, SyncCounters, catalog_key_for, write_listed_runs
+from catalog_client.client import ListPage, bulk_url_overhead
 from catalog_client.errors import CatalogError, CatalogServerError, CatalogTimeout
 from overviews.models import CatalogStatus, CourseOverview
 
@@ -69,8 +69,6 @@ log = logging.getLogger("catalog.walk")
 AUTO = "auto"
 KEYS = "keys"
 WALK = "walk"
-STRATEGIES = (KEYS, WALK)
-CCX_PREFIX = "ccx-v1:"
 # Characters of a course key that ``quote(key, safe="")`` writes as three (``%3A`` ...).
 _ENCODED_CHARS = (":", "+", "/", "@", " ", "%", "#", "?", "&", "=")
 
@@ -194,15 +192,9 @@ def lms_facts() -> LmsFacts:
 def keys_per_url(mean_encoded_length: float, *, page_size: int, max_url_length: int, api_url: str) -> int:
     """How many keys of this mean encoded length one ``keys=`` request holds (the split rule of
     ``split_keys_for_urls``: every key plus its comma under ``max_url_length``)."""
-    fixed = len(split_keys_fixed(api_url, page_size))
-    room = max_url_length - fixed - 1
+    room = max_url_length - bulk_url_overhead(api_url, page_size) - 1
     per_key = max(1.0, mean_encoded_length) + 1  # the comma
     return max(1, min(page_size, int((room + 1) // per_key)))
-
-
-def split_keys_fixed(api_url: str, page_size: int) -> str:
-    """The part of a ``keys=`` URL that is not keys (the same text the splitter reserves)."""
-    return f"{api_url}course_runs/?keys=&exclude_utm=1&page=1&page_size={page_size}"
 
 
 def estimate_keys_requests(courses: int, per_url: int, page_size: int) -> int:
@@ -230,11 +222,11 @@ def choose_strategy(
 ) -> Choice:
     """Which strategy this sweep runs, and why. One catalog request (the count probe) unless
     keys-batched needs at most two. A failed probe means keys-batched (it says so)."""
-    api_url = settings.CATALOG_API_URL or ""
-    if api_url and not api_url.endswith("/"):
-        api_url += "/"
     per_url = keys_per_url(
-        facts.mean_encoded_length, page_size=page_size, max_url_length=config.max_url_length, api_url=api_url
+        facts.mean_encoded_length,
+        page_size=page_size,
+        max_url_length=config.max_url_length,
+        api_url=catalog_api_url(),
     )
     keys_cost = estimate_keys_requests(facts.courses, per_url, page_size)
     if forced == KEYS or (forced is None and keys_cost <= 2):
@@ -311,13 +303,12 @@ class _Fetch:
 @dataclass
 class WalkResult:
     """How a call of ``walk`` ended: the walk is done, or paused (a long wait, or the time budget
-    of this call spent), with this call's counters."""
+    of this call spent)."""
 
     done: bool
     pages: int = 0
     pause: float = 0.0  # seconds to wait before going on (a throttle), when not done
     retries: int = 0  # retries already spent on the page the walk paused at (carried over)
-    counters: SyncCounters = field(default_factory=SyncCounters)
 
 
 def walk_config(run: SweepRun) -> PageSizer:
@@ -369,8 +360,6 @@ def walk(
     started = time.monotonic()
     lock = threading.Lock()
 
-    first_retries = retries
-
     def fetch(offset: int, retries: int = 0) -> _Fetch:
         with lock:
             total = _Fetch(offset, 0, 0)
@@ -415,7 +404,7 @@ def walk(
     future = None
     try:
         offset = run.walk_offset
-        future = pool.submit(fetch, offset, first_retries)
+        future = pool.submit(fetch, offset, retries)
         while True:
             try:
                 got = future.result()
@@ -436,11 +425,9 @@ def walk(
             served = listed.answered
             done = listed.past_end or not listed.has_next or served == 0
             next_offset = offset + served
-            if listed.has_next and 0 < served < got.size:
-                if offset == 0:  # the catalog caps its pages at ``served``: walk at that size
-                    sizer.capped(served)
-                else:  # where this short page started is unknown: go again from here, smaller
-                    sizer.capped(served)
+            if listed.has_next and 0 < served < got.size:  # the catalog caps its pages at ``served``
+                sizer.capped(served)
+                if offset:  # where this short page started is unknown: go again from here, smaller
                     next_offset = offset
             sizer.answered(got.seconds, full=served >= got.size)
             over_time = time_budget is not None and time.monotonic() - started > time_budget
@@ -448,7 +435,6 @@ def walk(
                 future = pool.submit(fetch, next_offset)
             counters = _record(run, sizer, offset, next_offset, got, ccx, done=done)
             result.pages += 1
-            result.counters += counters
             if on_page:
                 on_page(counters)
             offset = next_offset

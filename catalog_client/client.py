@@ -878,7 +878,7 @@ def split_keys_for_urls(api_url: str, keys: Sequence[str], max_url_length: int) 
     """
     limit = max_url_length
     # The page_size value is at most len(keys): reserve that many digits for every chunk.
-    fixed = len(f"{api_url}course_runs/?{_bulk_query([])}&page=1&page_size={len(keys)}")
+    fixed = bulk_url_overhead(api_url, len(keys))
     chunks: list[list[str]] = []
     chunk: list[str] = []
     length = fixed
@@ -895,6 +895,12 @@ def split_keys_for_urls(api_url: str, keys: Sequence[str], max_url_length: int) 
     if chunk:
         chunks.append(chunk)
     return chunks
+
+
+def bulk_url_overhead(api_url: str, page_size: int) -> int:
+    """The length of a ``keys=`` request URL without its keys: what ``split_keys_for_urls``
+    reserves in every URL (the sweep's request estimate uses it too)."""
+    return len(f"{api_url}course_runs/?{_bulk_query([])}&page=1&page_size={page_size}")
 
 
 def _bulk_query(chunk: Sequence[str]) -> str:

@@ -22,6 +22,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 import celeryconfig
 from catalog.connection import why_calls_are_off
+from catalog.walk import AUTO, KEYS, WALK
 from ops.admin import WORKER_PING_TIMEOUT, workers_answering
 from ops.status import AGE_BUCKETS, Status, problems, snapshot
 from tasks.sweep import sweep
@@ -32,9 +33,9 @@ log = logging.getLogger("ops.views")
 # change its rate): the same operators, the same weight.
 SWEEP_PERMISSION = "catalog.change_catalogintegration"
 # "Sweep now"'s optional strategy, passed to the sweep task as ``sync_catalog --strategy`` is:
-# keys or walk forces one; auto, or none, leaves the choice to the sweep (the admin's
-# ``sweep_strategy``, where auto compares the two estimates). A resumed run keeps its own.
-SWEEP_STRATEGIES = ("auto", "keys", "walk")
+# keys or walk forces one; auto compares the two estimates; none leaves it to the admin's
+# ``sweep_strategy``. A resumed run keeps its own.
+SWEEP_STRATEGIES = (AUTO, KEYS, WALK)
 # The page reads the JSON feed this often (milliseconds).
 POLL_MS = 5000
 

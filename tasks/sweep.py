@@ -64,9 +64,7 @@ def sweep(self, trigger: str = "beat", page_size: int | None = None, strategy: s
     try:
         if not run.strategy:
             try:
-                client = shared_client(
-                    timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
-                )
+                client = _sweep_client()
             except CatalogCallsDisabled as exc:
                 log.info("catalog sweep: sweep #%s waits: %s", run.pk, exc)
                 abandon(run)
@@ -131,9 +129,7 @@ def sweep_walk(self: CatalogTask, run_id: int, owner: str, retries: int = 0) -> 
     try:
         if not run.walk_done:
             try:
-                client = shared_client(
-                    timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
-                )
+                client = _sweep_client()
             except CatalogCallsDisabled as exc:
                 # the run's heartbeat goes stale; the next trigger takes it over once calls are back
                 log.info("catalog sweep: walk of sweep #%s waits: %s", run_id, exc)
@@ -164,6 +160,12 @@ def sweep_walk(self: CatalogTask, run_id: int, owner: str, retries: int = 0) -> 
         raise
     log.info("catalog sweep: sweep #%s walked its list; dispatched %d repair chunk(s)", run_id, dispatched)
     return f"sweep #{run_id}: walked; {dispatched} repair chunk(s)"
+
+
+def _sweep_client():
+    """This process's catalog client for the sweep's tasks: each call's deadline is the chunk's soft
+    time limit shared by its HTTP attempts. Raises ``CatalogCallsDisabled``."""
+    return shared_client(timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS)
 
 
 def _owner_token(task_id: str | None) -> str | None:
@@ -202,9 +204,7 @@ def sweep_chunk(self: CatalogTask, run_id: int, chunk_id: int, first_key: str, l
         return "already-finished"
     since = (pending[1], pending[2]) if pending[0] == WALK else None  # a repair: rows its walk did not check
     try:
-        client = shared_client(
-            timeout_budget=conf.SWEEP_CHUNK_SOFT_TIME_LIMIT / conf.SWEEP_CHUNK_HTTP_ATTEMPTS
-        )
+        client = _sweep_client()
     except CatalogCallsDisabled as exc:
         log.info("catalog sweep: chunk %s of sweep #%s not run: %s", chunk_id, run_id, exc)
         return "disabled"  # stays pending; the next trigger resumes the sweep once calls are back
