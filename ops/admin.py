@@ -195,6 +195,12 @@ def walk_sizes_text(sizes) -> str:
     return ", ".join(parts)
 
 
+def walk_position(run: SweepRun) -> str:
+    """The walk's position in the catalog's list of the catalog's count: "1,600 of 3,200"."""
+    total = f"{run.catalog_count:,}" if run.catalog_count is not None else "?"
+    return f"{run.walk_offset:,} of {total}"
+
+
 def requests_vs_estimate(run: SweepRun) -> str:
     """The requests made against the chosen strategy's estimate, the other in brackets: "72
     requests; estimate walk 70 (keys 1,450)". "-" before the choice."""
@@ -330,8 +336,7 @@ class SweepRunAdmin(ReadOnlyAdmin):
         """The walk's position in the catalog's list (``walk_offset``) of the catalog's count."""
         if run.strategy != WALK:
             return "not a walk"
-        total = f"{run.catalog_count:,}" if run.catalog_count is not None else "?"
-        text = f"{run.walk_offset:,} of {total}"
+        text = walk_position(run)
         if run.walk_error:
             return f"{text}: stopped early (see walk error); the repair fetches the rest by key"
         if run.walk_done:

@@ -21,7 +21,7 @@ from catalog.models import ChunkStatus, SweepChunk, SweepRun, SweepStatus, curre
 from catalog.sweep import lease_ttl
 from catalog.throttle import FleetThrottle
 from catalog.walk import KEYS, WALK
-from ops.admin import walk_sizes_text, workers_answering
+from ops.admin import walk_position, walk_sizes_text, workers_answering
 from overviews.models import CatalogStatus, CourseOverview
 
 log = logging.getLogger("ops.status")
@@ -165,13 +165,8 @@ def _progress(run: SweepRun, now: datetime, courses_total: int) -> Progress:
         stalled=stalled,
         expected_end=_iso(now + timedelta(seconds=remaining / rate)) if rate and not stalled else None,
         strategy=run.strategy,
-        walk=_walk_position(run) if run.strategy == WALK and not run.walk_done else None,
+        walk=walk_position(run) if run.strategy == WALK and not run.walk_done else None,
     )
-
-
-def _walk_position(run: SweepRun) -> str:
-    total = f"{run.catalog_count:,}" if run.catalog_count is not None else "?"
-    return f"{run.walk_offset:,} of {total}"
 
 
 def _last_sweep(run: SweepRun) -> dict:
